@@ -1,0 +1,1 @@
+"""Baseline algorithms on the shared loop; each module registers one algorithm."""

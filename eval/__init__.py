@@ -1,0 +1,1 @@
+"""Evaluation: judges, test-set evaluation of policies, and the paper's tables."""

@@ -1,0 +1,98 @@
+"""Table 1 (paper §5.1): winrate, RM score and KL per algorithm, mean and std over seeds.
+
+Every number comes from an ``eval.json`` the pipeline wrote; when the config reproduces a
+paper setting, the paper's numbers (``workflow/resources/paper-results.csv``, copied from
+the paper's Table 1) stand beside ours.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rebel.algorithms import resolve_algorithm
+from rebel.config import REPO_ROOT
+
+PAPER_RESULTS = REPO_ROOT / "workflow" / "resources" / "paper-results.csv"
+METRICS = ("winrate", "rm_score", "kl")
+
+
+def display_name(algorithm: str) -> str:
+    if algorithm == "sft":
+        return "SFT"
+    return resolve_algorithm(algorithm).label or algorithm
+
+
+def paper_numbers(setting: dict[str, str] | None, table: str = "table1") -> pd.DataFrame:
+    """The paper's rows for a setting, one row per algorithm, ``paper_<metric>[_std]`` columns."""
+    if setting is None:
+        return pd.DataFrame(columns=["algorithm"])
+    df = pd.read_csv(PAPER_RESULTS)
+    df = df[(df.table == table) & (df.setting == setting["setting"]) & (df.model_size == setting["model_size"])]
+    wide = df.pivot_table(index="algorithm", columns="metric", values=["value", "std"], aggfunc="first")
+    wide.columns = [f"paper_{metric}" if kind == "value" else f"paper_{metric}_std" for kind, metric in wide.columns]
+    return wide.reset_index()
+
+
+def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path]) -> pd.DataFrame:
+    """One row per algorithm (SFT first, then the config's order): mean, std (ddof=1) and n over seeds."""
+    records = [{"algorithm": display_name(algo), "seed": seed, **json.loads(path.read_text())}
+               for (algo, seed), path in evals.items()]
+    df = pd.DataFrame(records)
+    order = [display_name(a) for a in ["sft", *cfg["algorithms"]]]
+    grouped = df.groupby("algorithm", sort=False)
+    out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": order})
+    out["n_seeds"] = out.algorithm.map(grouped.size())
+    for metric in METRICS:
+        out[f"{metric}_mean"] = out.algorithm.map(grouped[metric].mean())
+        out[f"{metric}_std"] = out.algorithm.map(grouped[metric].std(ddof=1))
+    out["judge_parse_failures"] = out.algorithm.map(grouped["judge_parse_failures"].sum())
+    paper = paper_numbers(cfg["paper_setting"])
+    out = out.merge(paper, on="algorithm", how="left")
+    for metric in METRICS:
+        for col in (f"paper_{metric}", f"paper_{metric}_std"):
+            if col not in out:
+                out[col] = float("nan")
+    return out
+
+
+def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
+    """Table 1 as ``mean (std)`` cells, paper numbers beside, then the run's measured properties."""
+    def cell(mean: float, std: float) -> str:
+        return "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
+
+    lines = ["| model | algorithm | seeds | winrate % | RM score | KL(π‖π_ref) | paper winrate | paper RM | paper KL |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in df.itertuples():
+        lines.append("| " + " | ".join([
+            row.model_size, row.algorithm, str(row.n_seeds),
+            *(cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS),
+            *(cell(getattr(row, f"paper_{m}"), getattr(row, f"paper_{m}_std")) for m in METRICS)]) + " |")
+    lines += ["", "Measured properties of this run (from the files named):", ""]
+    lines += [f"- {key}: {value}" for key, value in records.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], data_stats: Path,
+                 rm_eval: Path, out_csv: Path, out_md: Path) -> pd.DataFrame:
+    df = table1(cfg, evals)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False, float_format="%.4f")
+    stats, rm = json.loads(data_stats.read_text()), json.loads(rm_eval.read_text())
+    records = {f"reward model held-out accuracy ({rm_eval})": round(rm["val_accuracy"], 4)}
+    if "val_gold_accuracy" in rm:
+        records[f"reward model agreement with the gold judge ({rm_eval})"] = round(rm["val_gold_accuracy"], 4)
+    if "reference_gold_quality_mean" in stats:
+        records[f"gold quality of human references ({data_stats})"] = round(stats["reference_gold_quality_mean"], 4)
+    sft = df[df.algorithm == "SFT"].iloc[0]
+    for row in df[df.algorithm != "SFT"].itertuples():
+        for metric in ("winrate", "rm_score"):
+            gap = getattr(row, f"{metric}_mean") - sft[f"{metric}_mean"]
+            spread = max(getattr(row, f"{metric}_std"), sft[f"{metric}_std"])
+            records[f"{row.algorithm} − SFT {metric}"] = (f"{gap:+.3f} ({gap / spread:+.1f} seed std)"
+                                                          if spread > 0 else f"{gap:+.3f}")
+    out_md.write_text(markdown(df, records))
+    return df

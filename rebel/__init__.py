@@ -1,0 +1,1 @@
+"""REBEL harness: the shared online loop, models, data and REBEL itself (Gao et al., NeurIPS 2024)."""

@@ -1,0 +1,5 @@
+import sys
+
+from rebel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""Command line of every pipeline stage: the same commands Snakemake runs, usable by hand.
+
+    python -m rebel data         --config C --out results/N/data
+    python -m rebel sft          --config C --data D --out results/N/sft
+    python -m rebel reward-model --config C --data D --sft results/N/sft/model.json --out results/N/rm
+    python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
+    python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
+    python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from rebel.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rebel", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="stage", required=True)
+
+    def stage(name: str, *paths: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name)
+        p.add_argument("--config", type=Path, default=None, help="config file (default: the embedded config)")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: runtime.threads)")
+        for path in paths:
+            p.add_argument(f"--{path}", type=Path, required=True)
+        return p
+
+    stage("data", "out")
+    stage("sft", "data", "out")
+    stage("reward-model", "data", "sft", "out")
+    for name in ("train", "evaluate"):
+        p = stage(name, "data", "sft", "rm", "out", *(["policy"] if name == "evaluate" else []))
+        p.add_argument("--seed", type=int, required=True)
+        if name == "train":
+            p.add_argument("--algorithm", required=True)
+    stage("table1", "results", "csv", "md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads or cfg["runtime"]["threads"])
+    from rebel.models import resolve_device
+
+    device = resolve_device(cfg["runtime"]["device"])
+    if args.stage == "data":
+        from rebel.data import prepare_data
+
+        prepare_data(cfg, args.out)
+    elif args.stage == "sft":
+        from rebel.supervised import train_sft
+
+        train_sft(cfg, args.data, args.out, device)
+    elif args.stage == "reward-model":
+        from rebel.supervised import train_reward_model
+
+        train_reward_model(cfg, args.data, args.sft, args.out, device)
+    elif args.stage == "train":
+        from eval.judges import gold_sample_monitor
+        from rebel.loop import train_online
+
+        monitor = gold_sample_monitor if cfg["data"]["source"] == "synthetic" else None
+        train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
+                     out=args.out, monitor=monitor)
+    elif args.stage == "evaluate":
+        from eval.evaluate import evaluate_policy
+        from eval.judges import make_judge
+
+        evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
+                        judge=make_judge(cfg), out=args.out)
+    elif args.stage == "table1":
+        from eval.tables import write_table1
+
+        evals = {(algo, seed): args.results / algo / f"seed{seed}" / "eval.json"
+                 for algo in ["sft", *cfg["algorithms"]] for seed in cfg["seeds"]}
+        write_table1(cfg, evals, args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
+                     args.csv, args.md)
+    return 0

@@ -1,0 +1,95 @@
+"""Run configurations: load a YAML file, validate it against the schema, fail in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_DIR = REPO_ROOT / "workflow" / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key and what is allowed."""
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = _key_path(error)
+        prefix = "" if where == "<top level>" else where + "."
+        return f"unknown key '{prefix}{extra[0]}'; allowed keys here: {', '.join(allowed)}"
+    if error.validator == "required":
+        return f"key '{_key_path(error)}' is missing {error.message.split()[0]}"
+    if error.validator == "oneOf" and error.context:
+        # Report the sub-error of the alternative that got furthest, not the generic message.
+        deepest = max(error.context, key=lambda e: len(e.absolute_path))
+        return _describe(deepest)
+    return f"key '{_key_path(error)}': {error.message}"
+
+
+def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Check ``config`` against the schema and the algorithm registry; return it unchanged."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(f"{source}: {_describe(error)}")
+    from rebel.algorithms import resolve_algorithm
+
+    for name in config["algorithms"]:
+        try:
+            algorithm = resolve_algorithm(name)
+        except KeyError as exc:
+            raise ConfigError(f"{source}: key 'algorithms': {exc.args[0]}") from None
+        try:
+            algorithm.from_config(config["algorithm_params"].get(name, {}))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: key 'algorithm_params.{name}': {exc}") from None
+    for name in config["algorithm_params"]:
+        if name not in config["algorithms"]:
+            raise ConfigError(f"{source}: key 'algorithm_params.{name}' names an algorithm not in "
+                              f"'algorithms' ({', '.join(config['algorithms'])})")
+    return config
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Load and validate a config file (the embedded config when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found; shipped configs: "
+                          f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return validate(config, str(path))
+
+
+def dump_config(config: dict[str, Any], path: Path) -> None:
+    """Write ``config`` as YAML, leaving the file untouched when its content is the same."""
+    text = yaml.safe_dump(config, sort_keys=False)
+    if path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable JSON text of a config section (used as a Snakemake param to trigger reruns)."""
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,207 @@
+"""Data stage: prompts, reference summaries, preference pairs and a tokenizer on local disk.
+
+Every later stage reads only what this stage wrote (``results/<name>/data/``):
+
+- ``{train,val,test}.jsonl``: ``{"id", "subreddit", "title", "post", "reference"}``
+- ``prefs_{train,val}.jsonl``: the same prompt fields plus ``"chosen"``, ``"rejected"``
+- ``tokenizer/``: a Hugging Face tokenizer (trained locally, or the model's own)
+- ``stats.json``: measured properties of the data
+
+References and responses carry a leading space and no EOS; the EOS token is appended
+when encoding (implementation notes: ``" {summary}<|endoftext|>"``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from rebel import synthetic_tldr as task
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "[PAD]"
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"data file '{path}' not found; run the data stage first")
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def prompt_text(row: dict[str, Any]) -> str:
+    return task.format_prompt(row["subreddit"], row["title"], row["post"])
+
+
+# ---------------------------------------------------------------- synthetic task
+
+def _synthetic_rows(rng: random.Random, n: int, split: str) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        post = task.make_post(rng)
+        yield {"id": f"{split}-{i}", "subreddit": post.subreddit, "title": post.title,
+               "post": post.body, "reference": task.human_summary(post, rng)}
+
+
+def _preference_rows(rng: random.Random, n: int, minimal_fraction: float,
+                     temperature: float) -> Iterator[dict[str, Any]]:
+    for _ in range(n):
+        post = task.make_post(rng)
+        a = task.candidate_summary(post, rng)
+        b = task.corrupt(post, a, rng) if rng.random() < minimal_fraction else task.candidate_summary(post, rng)
+        prompt = task.format_prompt(post.subreddit, post.title, post.body)
+        label = task.annotate(prompt, a, b, rng, temperature)
+        chosen, rejected = (a, b) if label == 0 else (b, a)
+        yield {"subreddit": post.subreddit, "title": post.title, "post": post.body,
+               "chosen": chosen, "rejected": rejected}
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (as GPT-NeoX uses) trained on the task's own text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
+                                   bos_token=EOS_TOKEN, padding_side="left")
+
+
+def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Generate the embedded TL;DR task; returns the measured data statistics."""
+    syn = cfg["data"]["synthetic"]
+    rng = random.Random(cfg["data"]["seed"])
+    splits = {s: list(_synthetic_rows(rng, syn[f"n_{s}"], s)) for s in ("train", "val", "test")}
+    prefs = {s: list(_preference_rows(rng, syn[f"n_pref_{s}"], syn["minimal_pair_fraction"],
+                                      syn["annotator_temperature"])) for s in ("train", "val")}
+    texts = [prompt_text(r) + r["reference"] for rows in splits.values() for r in rows]
+    texts += [prompt_text(r) + r["chosen"] + r["rejected"] for r in prefs["train"]]
+    tokenizer = train_tokenizer(texts, syn["vocab_size"])
+    for split, rows in splits.items():
+        write_jsonl(out / f"{split}.jsonl", rows)
+    for split, rows in prefs.items():
+        write_jsonl(out / f"prefs_{split}.jsonl", rows)
+    tokenizer.save_pretrained(out / "tokenizer")
+    val_prefs = prefs["val"]
+    gold_agree = [task.gold_quality(prompt_text(r), r["chosen"]) >= task.gold_quality(prompt_text(r), r["rejected"])
+                  for r in val_prefs]
+    return {
+        "source": "synthetic",
+        "n": {k: len(v) for k, v in splits.items()} | {f"prefs_{k}": len(v) for k, v in prefs.items()},
+        "reference_gold_quality_mean": statistics.mean(
+            task.gold_quality(prompt_text(r), r["reference"]) for r in splits["test"]),
+        "optimal_gold_quality_mean": 1.0,
+        "annotator_agreement_with_gold_val": statistics.mean(gold_agree),
+        "max_prompt_tokens": max(len(tokenizer(prompt_text(r))["input_ids"]) for r in splits["test"]),
+        "max_reference_tokens": max(len(tokenizer(r["reference"])["input_ids"]) + 1 for r in splits["test"]),
+        "vocab_size": len(tokenizer),
+    }
+
+
+# ---------------------------------------------------------------- Hugging Face Hub data (paper configs)
+
+def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Download the TL;DR SFT and preference sets (implementation notes) and write them locally.
+
+    Uses the policy base model's tokenizer; needs the optional ``datasets`` package and network.
+    """
+    from datasets import load_dataset
+
+    from rebel.models import load_tokenizer
+
+    hub = cfg["data"]["hub"]
+    sft = load_dataset(hub["sft_dataset"]["id"], revision=hub["sft_dataset"]["revision"])
+    prefs = load_dataset(hub["preference_dataset"]["id"], revision=hub["preference_dataset"]["revision"])
+    fields = ("subreddit", "title", "post")
+    for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        rows = sft[name]
+        limit = hub["max_train"] if split == "train" and hub["max_train"] else len(rows)
+        write_jsonl(out / f"{split}.jsonl", (
+            {"id": str(r["id"]), **{k: r[k] for k in fields}, "reference": " " + r["summary"].strip()}
+            for r in rows.select(range(min(limit, len(rows))))))
+    for split, name in (("train", "train"), ("val", "validation")):
+        rows = prefs[name]
+        limit = hub["max_pref_train"] if split == "train" and hub["max_pref_train"] else len(rows)
+        write_jsonl(out / f"prefs_{split}.jsonl", (
+            {**{k: r["info"][k] or "" for k in fields},
+             "chosen": " " + r["summaries"][r["choice"]]["text"].strip(),
+             "rejected": " " + r["summaries"][1 - r["choice"]]["text"].strip()}
+            for r in rows.select(range(min(limit, len(rows))))))
+    load_tokenizer(cfg["model"]["base"]).save_pretrained(out / "tokenizer")
+    return {"source": "hub", "sft_dataset": hub["sft_dataset"], "preference_dataset": hub["preference_dataset"]}
+
+
+def prepare_data(cfg: dict[str, Any], out: Path) -> None:
+    stats = prepare_synthetic(cfg, out) if cfg["data"]["source"] == "synthetic" else prepare_hub(cfg, out)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+
+
+# ---------------------------------------------------------------- encoding
+
+def encode_prompts(tokenizer: PreTrainedTokenizerFast, rows: list[dict[str, Any]],
+                   length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and mask of exactly ``length`` tokens.
+
+    A post that does not fit is cut at its last newline (else sentence end, else word)
+    that fits, as in the reference implementation's "smart truncation".
+    """
+    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens = _fit_prompt(tokenizer, row, length)
+        ids[i, length - len(tokens):] = torch.tensor(tokens)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        mask[i, length - int((ids[i] != tokenizer.pad_token_id).sum()):] = 1
+    return ids, mask
+
+
+def _fit_prompt(tokenizer: PreTrainedTokenizerFast, row: dict[str, Any], length: int) -> list[int]:
+    post = row["post"]
+    while True:
+        tokens = tokenizer(task.format_prompt(row["subreddit"], row["title"], post))["input_ids"]
+        if len(tokens) <= length:
+            return tokens
+        cut = max(post.rfind("\n"), post.rfind(". ", 0, len(post) - 1) + 1, 0)
+        post = post[:cut].rstrip() if cut > 0 else post.rsplit(" ", 1)[0]
+        if not post.strip():
+            raise ValueError(f"prompt of '{row.get('id', row['title'])}' does not fit in "
+                             f"data.prompt_length={length} tokens even without its post")
+
+
+def encode_responses(tokenizer: PreTrainedTokenizerFast, texts: list[str],
+                     length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded response ids ``text + EOS`` cut to ``length`` tokens, and their mask."""
+    ids = torch.full((len(texts), length), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, text in enumerate(texts):
+        tokens = (tokenizer(text)["input_ids"] + [tokenizer.eos_token_id])[:length]
+        ids[i, : len(tokens)] = torch.tensor(tokens)
+        mask[i, : len(tokens)] = 1
+    return ids, mask
+
+
+def decode_responses(tokenizer: PreTrainedTokenizerFast, ids: torch.Tensor,
+                     mask: torch.Tensor) -> list[str]:
+    """Response text up to (not including) EOS."""
+    out = []
+    for row, m in zip(ids.tolist(), mask.tolist()):
+        tokens = [t for t, keep in zip(row, m) if keep and t != tokenizer.eos_token_id]
+        out.append(tokenizer.decode(tokens))
+    return out

@@ -1,0 +1,228 @@
+"""The shared online loop: one implementation of everything but an algorithm's loss.
+
+Per iteration t (paper Algorithm 1 and appendix H.1.4):
+  1. take the next ``prompts_per_iteration`` prompts of a seeded order shared by all algorithms;
+  2. sample k responses per prompt from π_t (fixed length, padding after the first EOS);
+  3. record log π_t and log π_0 (the SFT reference) of the samples, score them with the
+     reward model (Γ for a response without EOS) and shape the reward
+     ``r = RM − γ (log π_t − log π_0)`` (Eq. 22);
+  4. run the algorithm's loss for ``epochs_per_iteration`` passes over minibatches of
+     whole prompts, with AdamW and a linearly decaying learning rate;
+  5. log one line to ``metrics.jsonl`` and checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import get_scheduler
+
+from rebel import checkpoint
+from rebel import data as D
+from rebel import models as M
+from rebel.algorithms import Algorithm, resolve_algorithm
+from rebel.generation import BACKENDS, sample_responses
+from rebel.profiling import peak_rss_mib, phase
+from rebel.rollout import Rollout
+
+SampleMonitor = Callable[[list[dict[str, Any]], list[str], torch.Tensor], dict[str, float]]
+COUNTERS = ("prompts", "generations", "generated_tokens", "reward_model_calls", "optimizer_steps")
+
+
+def prompt_schedule(num_prompts: int, per_iteration: int, iterations: int, seed: int) -> np.ndarray:
+    """Prompt indices ``[iterations, per_iteration]``: seeded passes over the prompt set.
+
+    It depends only on the data size, the batch size, the iteration count and the seed,
+    so every algorithm of a seed sees the same prompts in the same order.
+    """
+    rng = np.random.default_rng(seed)
+    needed = iterations * per_iteration
+    order = np.concatenate([rng.permutation(num_prompts) for _ in range(math.ceil(needed / num_prompts))])
+    return order[:needed].reshape(iterations, per_iteration)
+
+
+def schedule_sha256(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def _iteration_seed(seed: int, iteration: int) -> int:
+    """Sampling and shuffling are seeded per iteration, so a resumed run replays exactly."""
+    return (seed * 1_000_003 + iteration) % 2**63
+
+
+@torch.no_grad()
+def score_batches(model_fn, chunks: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    return torch.cat([model_fn(*chunk) for chunk in chunks])
+
+
+def micro_batches(batch_size: int, *tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    n = tensors[0].shape[0]
+    return [tuple(t[i:i + batch_size] for t in tensors) for i in range(0, n, batch_size)]
+
+
+def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_model: torch.nn.Module,
+                    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, algorithm: Algorithm,
+                    cfg: dict[str, Any], tokenizer, backend, timings: dict[str, float],
+                    device: torch.device) -> Rollout:
+    """Steps 2–3: sample, record log π_t and log π_0, score, and shape the reward."""
+    pol = cfg["policy"]
+    batch_size = cfg["runtime"]["rollout_batch_size"]
+    policy.eval()
+    with phase(timings, "generation", device):
+        p_ids, p_mask, r_ids, r_mask, has_eos = sample_responses(
+            backend, policy, prompt_ids, prompt_mask, samples_per_prompt=algorithm.samples_per_prompt,
+            temperature=pol["temperature"], max_new_tokens=cfg["data"]["response_length"],
+            batch_size=batch_size, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    with phase(timings, "scoring", device):
+        chunks = micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask)
+
+        def logprobs_of(model):
+            return lambda *c: M.response_logprobs(model, *c, temperature=pol["temperature"])
+
+        logprobs = score_batches(logprobs_of(policy), chunks)
+        with reference.model() as ref_model:
+            ref_logprobs = score_batches(logprobs_of(ref_model), chunks)
+        rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
+    scores = torch.where(has_eos, rm, torch.full_like(rm, pol["missing_eos_penalty"]))
+    rewards = scores - pol["kl_coef"] * (logprobs.sum(-1) - ref_logprobs.sum(-1))
+    return Rollout(p_ids, p_mask, r_ids, r_mask, has_eos, logprobs, ref_logprobs, scores, rewards,
+                   algorithm.samples_per_prompt)
+
+
+def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, optimizer, scheduler,
+           accelerator: Accelerator, cfg: dict[str, Any], generator: torch.Generator) -> dict[str, float]:
+    """Step 4: the algorithm's loss over ``epochs_per_iteration`` passes of prompt minibatches."""
+    pol = cfg["policy"]
+    policy.train()
+    stats: dict[str, list[float]] = {}
+    for _ in range(pol["epochs_per_iteration"]):
+        order = torch.randperm(rollout.num_prompts, generator=generator)
+        for start in range(0, rollout.num_prompts, pol["minibatch_prompts"]):
+            batch = rollout.select_prompts(order[start:start + pol["minibatch_prompts"]].to(rollout.prompt_ids.device))
+            logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                           batch.response_mask, pol["temperature"])
+            loss, extra = algorithm.loss(logprobs, batch)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            for key, value in {"loss": loss.detach(), **extra}.items():
+                stats.setdefault(key, []).append(float(value))
+    return {key: float(np.mean(values)) for key, values in stats.items()}
+
+
+def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_dir: Path, sft_ref: Path,
+                 rm_ref: Path, out: Path, monitor: SampleMonitor | None = None) -> None:
+    """Run (or resume) one algorithm for one seed; writes ``out/{metrics.jsonl,run.json,policy/}``.
+
+    Live state (checkpoint and the growing metrics log) is kept in ``out/checkpoint/`` so
+    that a killed run resumes from its last completed iteration with identical results.
+    """
+    pol, dtype = cfg["policy"], cfg["model"]["dtype"]
+    device = M.resolve_device(cfg["runtime"]["device"])
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    device = accelerator.device
+    algorithm = resolve_algorithm(algorithm_name).from_config(cfg["algorithm_params"].get(algorithm_name, {}))
+    tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
+    prompts = D.read_jsonl(data_dir / "train.jsonl")
+
+    torch.manual_seed(seed)
+    sft = M.read_model_ref(sft_ref)
+    policy = M.load_policy(sft, dtype)
+    if pol["lora"] is not None:
+        policy = M.add_lora(policy, pol["lora"])
+        reference = M.Reference(policy, None)
+    else:
+        reference = M.Reference(policy, M.load_policy(sft, dtype).to(device))
+    reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval().requires_grad_(False)
+    if not cfg["model"]["dropout"]:
+        M.disable_dropout(policy)
+
+    steps_per_iteration = pol["epochs_per_iteration"] * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=pol["lr"],
+                                  eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
+    scheduler = get_scheduler(pol["schedule"], optimizer, 0, pol["iterations"] * steps_per_iteration)
+    policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
+    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.pad_token_id)
+
+    schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], pol["iterations"], seed)
+    run_info = {
+        "algorithm": algorithm_name, "seed": seed, "samples_per_prompt": algorithm.samples_per_prompt,
+        "iterations": pol["iterations"], "prompts_per_iteration": pol["prompts_per_iteration"],
+        "prompt_order_sha256": schedule_sha256([prompts[i]["id"] for i in schedule.reshape(-1)]),
+        "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad),
+        "device": str(device), "torch": torch.__version__,
+    }
+
+    work = out / "checkpoint"
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "metrics.jsonl"
+    counters = dict.fromkeys(COUNTERS, 0)
+    start = 0
+    found = checkpoint.latest(work / "state")
+    if found is not None:
+        meta = checkpoint.load(found, accelerator.unwrap_model(policy), optimizer, scheduler)
+        if meta["prompt_order_sha256"] != run_info["prompt_order_sha256"]:
+            raise RuntimeError(f"checkpoint in '{work}' was made with another prompt order; delete it to restart")
+        start, counters = meta["iteration"] + 1, meta["counters"]
+        lines = log_path.read_text().splitlines() if log_path.is_file() else []
+        log_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] < start))
+    elif log_path.exists():
+        log_path.unlink()
+
+    k = algorithm.samples_per_prompt
+    for iteration in tqdm(range(start, pol["iterations"]), initial=start, total=pol["iterations"],
+                          desc=f"{algorithm_name} seed {seed}", mininterval=5):
+        torch.manual_seed(_iteration_seed(seed, iteration))
+        generator = torch.Generator().manual_seed(_iteration_seed(seed, iteration))
+        rows = [prompts[i] for i in schedule[iteration]]
+        prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
+        timings: dict[str, float] = {}
+        rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
+                                  prompt_mask, algorithm=algorithm, cfg=cfg, tokenizer=tokenizer,
+                                  backend=backend, timings=timings, device=device)
+        with phase(timings, "update", device):
+            stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler,
+                           accelerator, cfg, generator)
+        counters["prompts"] += len(rows)
+        counters["generations"] += len(rollout)
+        counters["generated_tokens"] += rollout.response_ids.numel()
+        counters["reward_model_calls"] += len(rollout)
+        counters["optimizer_steps"] += steps_per_iteration
+        record = {
+            "iteration": iteration,
+            "reward": rollout.rewards.mean().item(),
+            "rm_score": rollout.scores.mean().item(),
+            "kl": (rollout.logprobs.sum(-1) - rollout.ref_logprobs.sum(-1)).mean().item(),
+            "eos_rate": rollout.has_eos.float().mean().item(),
+            "response_tokens": rollout.response_mask.sum(-1).float().mean().item(),
+            **stats,
+            "lr": scheduler.get_last_lr()[0],
+            **timings,
+            "peak_rss_mib": peak_rss_mib(),
+            **counters,
+        }
+        if monitor is not None:
+            texts = D.decode_responses(tokenizer, rollout.response_ids, rollout.response_mask)
+            record |= monitor([r for r in rows for _ in range(k)], texts, rollout.has_eos.cpu())
+        with log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == pol["iterations"]:
+            checkpoint.save(work / "state", accelerator.unwrap_model(policy), optimizer, scheduler,
+                            {"iteration": iteration, "counters": counters,
+                             "prompt_order_sha256": run_info["prompt_order_sha256"]})
+
+    final = accelerator.unwrap_model(policy)
+    M.save_model(final, out / "policy", base_ref=sft if pol["lora"] is not None else None)
+    M.write_model_ref(out / "policy" / "model.json", {"path": "."})
+    (out / "run.json").write_text(json.dumps(run_info | {"counters": counters}, indent=2))
+    shutil.copyfile(log_path, out / "metrics.jsonl")

@@ -1,0 +1,203 @@
+"""Pythia-architecture (GPT-NeoX) policies and reward models, built from a config or loaded by id/path.
+
+The embedded default and the paper configurations use the same classes:
+``GPTNeoXForCausalLM`` for policies and ``GPTNeoXForSequenceClassification`` (one label)
+for reward models, whose score is read at the last non-padding token, i.e. at EOS
+(implementation notes). A reward model's normalizing offset (reference summaries score
+0 on average) lives in its config as ``reward_offset``. Weights are saved as safetensors.
+
+A stage that produces a model writes a small ``model.json`` naming where the weights
+are (``{"path": ...}`` for ones we trained, ``{"id": ..., "revision": ...}`` for the Hub).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from transformers import (AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM,
+                          GPTNeoXForSequenceClassification, PreTrainedModel)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- model references
+
+def write_model_ref(path: Path, ref: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ref, indent=2))
+
+
+def read_model_ref(path: str | Path) -> dict[str, Any]:
+    """Read a ``model.json``; a relative ``path`` entry is relative to the json file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model reference '{path}' not found; run the stage that trains it first")
+    ref = json.loads(path.read_text())
+    if "path" in ref:
+        ref = {"path": str((path.parent / ref["path"]).resolve())}
+    return ref
+
+
+def _pretrained_args(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if "path" in ref:
+        return ref["path"], {}
+    return ref["id"], {"revision": ref["revision"]}
+
+
+def load_tokenizer(ref: dict[str, Any]):
+    """The tokenizer of a model reference, left-padding, with a pad token distinct from EOS."""
+    name, kwargs = _pretrained_args(ref)
+    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # as the reference TL;DR code does
+    return tokenizer
+
+
+# ---------------------------------------------------------------- building and loading
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere (appendix H.1.5 trains with dropout disabled)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def scratch_config(arch: dict[str, Any], tokenizer, max_positions: int) -> GPTNeoXConfig:
+    return GPTNeoXConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        use_parallel_residual=True, attention_dropout=0.0, hidden_dropout=0.0, **arch)
+
+
+def build_base_policy(cfg: dict[str, Any], tokenizer) -> GPTNeoXForCausalLM:
+    """The model SFT starts from: a fresh GPT-NeoX, or Pythia weights by id/path."""
+    base = cfg["model"]["base"]
+    if "scratch" in base:
+        max_positions = cfg["data"]["prompt_length"] + cfg["data"]["response_length"]
+        model = GPTNeoXForCausalLM(scratch_config(base["scratch"], tokenizer, max_positions))
+    else:
+        model = load_policy(base, cfg["model"]["dtype"])
+    model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_policy(ref: dict[str, Any], dtype: str = "float32") -> PreTrainedModel:
+    """A causal LM from a reference; a saved LoRA adapter is applied to its base model."""
+    name, kwargs = _pretrained_args(ref)
+    adapter = Path(name) / "adapter_config.json"
+    if adapter.is_file():
+        from peft import PeftModel
+
+        base = load_policy(read_model_ref(Path(name) / "base_model.json"), dtype)
+        return PeftModel.from_pretrained(base, name)
+    model = GPTNeoXForCausalLM.from_pretrained(name, dtype=DTYPES[dtype], **kwargs)
+    return model
+
+
+def load_reward_model(ref: dict[str, Any], dtype: str = "float32") -> GPTNeoXForSequenceClassification:
+    name, kwargs = _pretrained_args(ref)
+    return GPTNeoXForSequenceClassification.from_pretrained(name, dtype=DTYPES[dtype], num_labels=1, **kwargs)
+
+
+def reward_model_from_policy(policy: GPTNeoXForCausalLM) -> GPTNeoXForSequenceClassification:
+    """A reward model whose backbone starts from the SFT policy (as in Stiennon et al. 2020)."""
+    config = GPTNeoXConfig.from_dict(policy.config.to_dict())
+    config.num_labels = 1
+    model = GPTNeoXForSequenceClassification(config)
+    model.gpt_neox.load_state_dict(policy.gpt_neox.state_dict())
+    nn.init.normal_(model.score.weight, std=1.0 / (config.hidden_size + 1) ** 0.5)
+    return model
+
+
+def save_model(model: PreTrainedModel, out: Path, base_ref: dict[str, Any] | None = None) -> None:
+    """Save weights as safetensors; a LoRA model saves its adapter and the base it applies to."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    if base_ref is not None:
+        if "path" in base_ref:  # relative, so a results folder can be moved or cached whole
+            base_ref = {"path": os.path.relpath(base_ref["path"], out)}
+        write_model_ref(out / "base_model.json", base_ref)
+
+
+# ---------------------------------------------------------------- LoRA and the reference policy
+
+def add_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
+    """Wrap ``model`` with LoRA adapters (appendix H.1.5: r=1024, alpha=2048, dropout 0, no bias)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=lora["target_modules"], bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+class Reference:
+    """π_0 = the SFT policy: the policy with adapters disabled under LoRA, else a frozen copy."""
+
+    def __init__(self, policy: nn.Module, frozen_copy: nn.Module | None) -> None:
+        self._policy = policy
+        self._copy = frozen_copy
+        if frozen_copy is not None:
+            frozen_copy.requires_grad_(False).eval()
+
+    @contextmanager
+    def model(self) -> Iterator[nn.Module]:
+        if self._copy is not None:
+            yield self._copy
+        else:
+            with self._policy.disable_adapter():
+                yield self._policy
+
+
+# ---------------------------------------------------------------- scoring
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from the first real token, so left padding does not shift rotary phases."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      response_ids: torch.Tensor, response_mask: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Per-token log π(y_t | x, y_<t) at ``temperature``, zero outside ``response_mask``.
+
+    Log-probs are taken at the sampling temperature (implementation notes), so they are
+    those of the distribution the samples came from.
+    """
+    ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    length = response_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                   logits_to_keep=length + 1).logits[:, :-1].float()
+    logps = torch.log_softmax(logits / temperature, dim=-1)
+    token_logps = logps.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    return token_logps * response_mask
+
+
+def reward_scores(reward_model: GPTNeoXForSequenceClassification, prompt_ids: torch.Tensor,
+                  prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                  response_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar score at the EOS token (the last unmasked token), plus the normalizing offset."""
+    ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    hidden = reward_model.gpt_neox(input_ids=ids, attention_mask=mask,
+                                   position_ids=position_ids(mask)).last_hidden_state
+    last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)
+    scores = reward_model.score(hidden[torch.arange(ids.shape[0]), last]).squeeze(-1).float()
+    return scores + getattr(reward_model.config, "reward_offset", 0.0)

@@ -1,0 +1,45 @@
+"""The batch of samples one iteration of the shared loop collects, and the algorithms consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """``N = prompts × samples_per_prompt`` rows; the k samples of a prompt are consecutive.
+
+    Token-level tensors are ``[N, R]`` over the R generated tokens; ``response_mask`` is 1
+    up to and including the first EOS (everything after it is padding).
+    """
+
+    prompt_ids: torch.Tensor        # [N, P] left-padded
+    prompt_mask: torch.Tensor       # [N, P]
+    response_ids: torch.Tensor      # [N, R]
+    response_mask: torch.Tensor     # [N, R]
+    has_eos: torch.Tensor           # [N] bool
+    logprobs: torch.Tensor          # [N, R] log π_t at rollout time (at the sampling temperature)
+    ref_logprobs: torch.Tensor      # [N, R] log π_0 (the SFT policy)
+    scores: torch.Tensor            # [N] reward-model score, Γ where no EOS (H.1.4)
+    rewards: torch.Tensor           # [N] scores − γ (log π_t − log π_0), Eq. 22
+    samples_per_prompt: int
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self) // self.samples_per_prompt
+
+    def select_prompts(self, prompt_index: torch.Tensor) -> "Rollout":
+        """The rows of the given prompts, each prompt's k samples kept together and in order."""
+        k = self.samples_per_prompt
+        rows = (prompt_index[:, None] * k + torch.arange(k, device=prompt_index.device)).reshape(-1)
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+    def grouped(self, values: torch.Tensor) -> torch.Tensor:
+        """View a per-row ``[N, ...]`` tensor as ``[prompts, k, ...]``."""
+        return values.reshape(self.num_prompts, self.samples_per_prompt, *values.shape[1:])

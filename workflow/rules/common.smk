@@ -1,0 +1,36 @@
+# Config loading and validation, paths, and wildcard constraints shared by all rules.
+import re
+import sys
+
+import yaml
+
+from rebel.config import DEFAULT_CONFIG, ConfigError, dump_config, fingerprint, validate
+
+if not config:  # no --configfile: the embedded default
+    config.update(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+try:
+    validate(config, "config")
+except ConfigError as exc:
+    sys.exit(f"config error: {exc}")
+
+RUN = f"results/{config['name']}"
+LOGS = f"{RUN}/logs"
+# The effective config (after --config overrides) is what every stage command reads.
+CONFIG_FILE = f"{RUN}/config.yaml"
+dump_config(config, Path(CONFIG_FILE))
+STAGE = f"python -m rebel {{stage}} --config {CONFIG_FILE}"
+SFT_REF = f"{RUN}/sft/model.json"
+RM_REF = f"{RUN}/rm/model.json"
+DATA = f"{RUN}/data"
+DATA_FILES = [f"{DATA}/{name}" for name in (
+    "train.jsonl", "val.jsonl", "test.jsonl", "prefs_train.jsonl", "prefs_val.jsonl",
+    "stats.json", "tokenizer/tokenizer.json")]
+
+
+wildcard_constraints:
+    algorithm="|".join(re.escape(a) for a in ["sft", *config["algorithms"]]),
+    seed=r"\d+",
+
+
+def stage(name):
+    return STAGE.format(stage=name)
