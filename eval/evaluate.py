@@ -70,7 +70,7 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     rows = test_subset(D.read_jsonl(data_dir / "test.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"])
     prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
     torch.manual_seed(seed)
-    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.pad_token_id)
+    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
     p_ids, p_mask, r_ids, r_mask, has_eos = sample_responses(
         backend, policy, prompt_ids, prompt_mask, samples_per_prompt=1, temperature=cfg["eval"]["temperature"],
         max_new_tokens=cfg["data"]["response_length"], batch_size=batch,

@@ -51,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    try:
+        _run_stage(args, cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotImplementedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
     torch.set_num_threads(args.threads or cfg["runtime"]["threads"])
     from rebel.models import resolve_device
 
@@ -87,4 +99,3 @@ def main(argv: list[str] | None = None) -> int:
                  for algo in ["sft", *cfg["algorithms"]] for seed in cfg["seeds"]}
         write_table1(cfg, evals, args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
                      args.csv, args.md)
-    return 0

@@ -33,9 +33,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return f"key '{_key_path(error)}' is missing {error.message.split()[0]}"
     if error.validator == "oneOf" and error.context:
-        # Report the sub-error of the alternative that got furthest, not the generic message.
-        deepest = max(error.context, key=lambda e: len(e.absolute_path))
-        return _describe(deepest)
+        # Report the alternative that came closest, not "is not valid under any": one whose
+        # discriminating constant matched, then the fewest errors, then the deepest.
+        by_alternative: dict[int, list[jsonschema.ValidationError]] = {}
+        for sub in error.context:
+            by_alternative.setdefault(sub.relative_schema_path[0], []).append(sub)
+        closest = min(by_alternative.values(), key=lambda errs: (any(e.validator == "const" for e in errs), len(errs), -max(len(e.absolute_path) for e in errs)))
+        return _describe(max(closest, key=lambda e: len(e.absolute_path)))
     return f"key '{_key_path(error)}': {error.message}"
 
 
@@ -43,9 +47,14 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Check ``config`` against the schema and the algorithm registry; return it unchanged."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
+    errors = list(validator.iter_errors(config))
+    if errors:
+        # The most relevant error, without jsonschema's own descent into oneOf (handled in _describe).
+        error = max(errors, key=jsonschema.exceptions.relevance)
         raise ConfigError(f"{source}: {_describe(error)}")
+    if config["eval"]["judge"]["type"] == "gold" and config["data"]["source"] != "synthetic":
+        raise ConfigError(f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' "
+                          "(it knows only the embedded task)")
     from rebel.algorithms import resolve_algorithm
 
     for name in config["algorithms"]:

@@ -23,6 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from rebel import synthetic_tldr as task
+from rebel.config import ConfigError
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "[PAD]"
@@ -176,13 +177,26 @@ def _fit_prompt(tokenizer: PreTrainedTokenizerFast, row: dict[str, Any], length:
     post = row["post"]
     while True:
         tokens = tokenizer(task.format_prompt(row["subreddit"], row["title"], post))["input_ids"]
-        if len(tokens) <= length:
+        excess = len(tokens) - length
+        if excess <= 0:
             return tokens
-        cut = max(post.rfind("\n"), post.rfind(". ", 0, len(post) - 1) + 1, 0)
-        post = post[:cut].rstrip() if cut > 0 else post.rsplit(" ", 1)[0]
-        if not post.strip():
-            raise ValueError(f"prompt of '{row.get('id', row['title'])}' does not fit in "
-                             f"data.prompt_length={length} tokens even without its post")
+        if not post:
+            raise ConfigError(f"key 'data.prompt_length': the prompt of '{row.get('id', row['title'])}' does "
+                              f"not fit in {length} tokens even without its post")
+        # Keep the post's tokens that fit, then back off to a boundary; one or two rounds.
+        offsets = tokenizer(post, return_offsets_mapping=True)["offset_mapping"]
+        keep = len(offsets) - excess
+        cut = _cut_at_boundary(post[: offsets[keep - 1][1]] if keep > 0 else "")
+        post = cut if len(cut) < len(post) else _cut_at_boundary(post[:-1])
+
+
+def _cut_at_boundary(text: str) -> str:
+    """``text`` up to its last newline, else its last sentence end, else its last word."""
+    for separator, keep in (("\n", 0), (". ", 1), (" ", 0)):
+        at = text.rfind(separator)
+        if at > 0:
+            return text[: at + keep].rstrip()
+    return ""
 
 
 def encode_responses(tokenizer: PreTrainedTokenizerFast, texts: list[str],

@@ -1,8 +1,10 @@
 """Sampling responses: a backend interface (Hugging Face ``generate`` now, vLLM later).
 
-Responses are always exactly ``max_new_tokens`` long: EOS does not stop sampling and
-everything after the first EOS is replaced by padding (implementation notes; the
-paper's 53-token generation). Sampling is plain: ``top_k=0, top_p=1.0``.
+Responses are always exactly ``max_new_tokens`` long with everything after the first EOS
+replaced by padding (implementation notes; the paper's 53-token generation). The
+reference code keeps sampling after EOS and then overwrites those tokens; stopping a
+sequence at its EOS and padding it gives the same responses for less compute.
+Sampling is plain: ``top_k=0, top_p=1.0``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from transformers import GenerationConfig
 
 
@@ -20,20 +23,21 @@ class GenerationBackend(Protocol):
 
 
 class HFGenerationBackend:
-    """``model.generate`` with a fixed length, no top-k/top-p, and EOS not stopping generation."""
+    """``model.generate`` with plain sampling, right-padded to exactly ``max_new_tokens``."""
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, eos_token_id: int, pad_token_id: int) -> None:
+        self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                  *, temperature: float, max_new_tokens: int) -> torch.Tensor:
         config = GenerationConfig(
-            do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=None, pad_token_id=self.pad_token_id, bos_token_id=None)
+            do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id)
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
-        return out[:, prompt_ids.shape[1]:]
+        response = out[:, prompt_ids.shape[1]:]
+        return F.pad(response, (0, max_new_tokens - response.shape[1]), value=self.pad_token_id)
 
 
 BACKENDS = {"hf": HFGenerationBackend}

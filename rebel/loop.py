@@ -30,6 +30,7 @@ from rebel import checkpoint
 from rebel import data as D
 from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
+from rebel.config import ConfigError
 from rebel.generation import BACKENDS, sample_responses
 from rebel.profiling import peak_rss_mib, phase
 from rebel.rollout import Rollout
@@ -100,14 +101,19 @@ def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_mode
 
 def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, optimizer, scheduler,
            accelerator: Accelerator, cfg: dict[str, Any], generator: torch.Generator) -> dict[str, float]:
-    """Step 4: the algorithm's loss over ``epochs_per_iteration`` passes of prompt minibatches."""
+    """Step 4: the algorithm's loss over ``epochs_per_iteration`` passes of prompt minibatches.
+
+    With several processes each holds its shard of the rollout and its share of every
+    minibatch; gradients are averaged across processes by ``accelerator.backward``.
+    """
     pol = cfg["policy"]
+    minibatch = pol["minibatch_prompts"] // accelerator.num_processes
     policy.train()
     stats: dict[str, list[float]] = {}
     for _ in range(pol["epochs_per_iteration"]):
         order = torch.randperm(rollout.num_prompts, generator=generator)
-        for start in range(0, rollout.num_prompts, pol["minibatch_prompts"]):
-            batch = rollout.select_prompts(order[start:start + pol["minibatch_prompts"]].to(rollout.prompt_ids.device))
+        for start in range(0, rollout.num_prompts, minibatch):
+            batch = rollout.select_prompts(order[start:start + minibatch].to(rollout.prompt_ids.device))
             logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
                                            batch.response_mask, pol["temperature"])
             loss, extra = algorithm.loss(logprobs, batch)
@@ -120,17 +126,28 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
     return {key: float(np.mean(values)) for key, values in stats.items()}
 
 
+def _check_sharding(pol: dict[str, Any], processes: int) -> None:
+    for key in ("prompts_per_iteration", "minibatch_prompts"):
+        if pol[key] % processes:
+            raise ConfigError(f"key 'policy.{key}': {pol[key]} must be divisible by the {processes} training processes")
+
+
 def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_dir: Path, sft_ref: Path,
                  rm_ref: Path, out: Path, monitor: SampleMonitor | None = None) -> None:
     """Run (or resume) one algorithm for one seed; writes ``out/{metrics.jsonl,run.json,policy/}``.
 
     Live state (checkpoint and the growing metrics log) is kept in ``out/checkpoint/`` so
-    that a killed run resumes from its last completed iteration with identical results.
+    that a killed run resumes from its last completed iteration with identical results;
+    it is removed once the final outputs are written. Under ``accelerate launch`` with
+    several processes, each iteration's prompts are split evenly across processes (the
+    global prompt order is unchanged), statistics are averaged and counters summed, and
+    only the main process writes.
     """
     pol, dtype = cfg["policy"], cfg["model"]["dtype"]
     device = M.resolve_device(cfg["runtime"]["device"])
     accelerator = Accelerator(cpu=device.type == "cpu")
-    device = accelerator.device
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    _check_sharding(pol, world)
     algorithm = resolve_algorithm(algorithm_name).from_config(cfg["algorithm_params"].get(algorithm_name, {}))
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     prompts = D.read_jsonl(data_dir / "train.jsonl")
@@ -152,7 +169,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
                                   eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
     scheduler = get_scheduler(pol["schedule"], optimizer, 0, pol["iterations"] * steps_per_iteration)
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
-    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.pad_token_id)
+    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
 
     schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], pol["iterations"], seed)
     run_info = {
@@ -160,11 +177,10 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         "iterations": pol["iterations"], "prompts_per_iteration": pol["prompts_per_iteration"],
         "prompt_order_sha256": schedule_sha256([prompts[i]["id"] for i in schedule.reshape(-1)]),
         "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad),
-        "device": str(device), "torch": torch.__version__,
+        "device": str(device), "processes": world, "torch": torch.__version__,
     }
 
     work = out / "checkpoint"
-    work.mkdir(parents=True, exist_ok=True)
     log_path = work / "metrics.jsonl"
     counters = dict.fromkeys(COUNTERS, 0)
     start = 0
@@ -174,17 +190,20 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         if meta["prompt_order_sha256"] != run_info["prompt_order_sha256"]:
             raise RuntimeError(f"checkpoint in '{work}' was made with another prompt order; delete it to restart")
         start, counters = meta["iteration"] + 1, meta["counters"]
-        lines = log_path.read_text().splitlines() if log_path.is_file() else []
+    if accelerator.is_main_process:
+        work.mkdir(parents=True, exist_ok=True)
+        # Keep the log lines of the iterations the checkpoint holds, drop any after it.
+        lines = log_path.read_text().splitlines() if found is not None and log_path.is_file() else []
         log_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] < start))
-    elif log_path.exists():
-        log_path.unlink()
 
     k = algorithm.samples_per_prompt
+    shard = pol["prompts_per_iteration"] // world
     for iteration in tqdm(range(start, pol["iterations"]), initial=start, total=pol["iterations"],
-                          desc=f"{algorithm_name} seed {seed}", mininterval=5):
-        torch.manual_seed(_iteration_seed(seed, iteration))
-        generator = torch.Generator().manual_seed(_iteration_seed(seed, iteration))
-        rows = [prompts[i] for i in schedule[iteration]]
+                          desc=f"{algorithm_name} seed {seed}", mininterval=5,
+                          disable=not accelerator.is_main_process):
+        torch.manual_seed(_iteration_seed(seed, iteration) + rank)
+        generator = torch.Generator().manual_seed(_iteration_seed(seed, iteration) + rank)
+        rows = [prompts[i] for i in schedule[iteration][rank * shard:(rank + 1) * shard]]
         prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
         timings: dict[str, float] = {}
         rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
@@ -193,36 +212,46 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         with phase(timings, "update", device):
             stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler,
                            accelerator, cfg, generator)
-        counters["prompts"] += len(rows)
-        counters["generations"] += len(rollout)
-        counters["generated_tokens"] += rollout.response_ids.numel()
-        counters["reward_model_calls"] += len(rollout)
-        counters["optimizer_steps"] += steps_per_iteration
-        record = {
-            "iteration": iteration,
+        means = {
             "reward": rollout.rewards.mean().item(),
             "rm_score": rollout.scores.mean().item(),
             "kl": (rollout.logprobs.sum(-1) - rollout.ref_logprobs.sum(-1)).mean().item(),
             "eos_rate": rollout.has_eos.float().mean().item(),
             "response_tokens": rollout.response_mask.sum(-1).float().mean().item(),
             **stats,
-            "lr": scheduler.get_last_lr()[0],
-            **timings,
-            "peak_rss_mib": peak_rss_mib(),
-            **counters,
         }
         if monitor is not None:
             texts = D.decode_responses(tokenizer, rollout.response_ids, rollout.response_mask)
-            record |= monitor([r for r in rows for _ in range(k)], texts, rollout.has_eos.cpu())
-        with log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == pol["iterations"]:
-            checkpoint.save(work / "state", accelerator.unwrap_model(policy), optimizer, scheduler,
-                            {"iteration": iteration, "counters": counters,
-                             "prompt_order_sha256": run_info["prompt_order_sha256"]})
+            means |= monitor([r for r in rows for _ in range(k)], texts, rollout.has_eos.cpu())
+        counts = {"prompts": len(rows), "generations": len(rollout), "generated_tokens": rollout.response_ids.numel(),
+                  "reward_model_calls": len(rollout)}
+        means, counts = _reduce(accelerator, means, "mean"), _reduce(accelerator, counts, "sum")
+        for key, value in counts.items():
+            counters[key] += int(value)
+        counters["optimizer_steps"] += steps_per_iteration
+        record = {"iteration": iteration, **means, "lr": scheduler.get_last_lr()[0], **timings,
+                  "peak_rss_mib": peak_rss_mib(), **counters}
+        if accelerator.is_main_process:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == pol["iterations"]:
+                checkpoint.save(work / "state", accelerator.unwrap_model(policy), optimizer, scheduler,
+                                {"iteration": iteration, "counters": counters,
+                                 "prompt_order_sha256": run_info["prompt_order_sha256"]})
+        accelerator.wait_for_everyone()
 
-    final = accelerator.unwrap_model(policy)
-    M.save_model(final, out / "policy", base_ref=sft if pol["lora"] is not None else None)
-    M.write_model_ref(out / "policy" / "model.json", {"path": "."})
-    (out / "run.json").write_text(json.dumps(run_info | {"counters": counters}, indent=2))
-    shutil.copyfile(log_path, out / "metrics.jsonl")
+    if accelerator.is_main_process:
+        M.save_model(accelerator.unwrap_model(policy), out / "policy", base_ref=sft if pol["lora"] is not None else None)
+        M.write_model_ref(out / "policy" / "model.json", {"path": "."})
+        shutil.copyfile(log_path, out / "metrics.jsonl")
+        (out / "run.json").write_text(json.dumps(run_info | {"counters": counters}, indent=2))
+        shutil.rmtree(work)
+
+
+def _reduce(accelerator: Accelerator, values: dict[str, float], how: str) -> dict[str, float]:
+    """Mean or sum of per-process scalars across processes (identity with one process)."""
+    if accelerator.num_processes == 1:
+        return values
+    reduced = accelerator.reduce(torch.tensor(list(values.values()), dtype=torch.float64,
+                                              device=accelerator.device), how)
+    return dict(zip(values, reduced.tolist()))

@@ -11,8 +11,8 @@ Three parties see the task differently, as in the paper:
 - a **noisy Bradley–Terry annotator** :func:`annotate` labels preference pairs from it,
   and the reward model is learned from those labels (so it is good but not perfect);
 - **human reference summaries** :func:`human_summary` have systematic, realistic flaws
-  (they drop facts and pad with filler more often than not), so the SFT policy that
-  imitates them starts well below a 50% winrate and RL has headroom.
+  (they stop after the first fact and pad with filler more often than not), so the SFT
+  policy that imitates them starts well below a 50% winrate and RL has headroom.
 
 Everything is a pure function of a seed; the gold quality reads the post *text*, so a
 judge can apply it to any prompt it is shown.
@@ -43,11 +43,14 @@ DISTRACTOR_TEMPLATES = (
 FILLERS = ("so basically", "long story short", "ok so", "basically")
 FEELINGS = ("angry", "sad", "confused", "stressed")
 SEPARATOR = " , "
+HUMAN_STOP = 0.65
+"""Probability that a human writer stops after each listed fact (:func:`human_summary`)."""
 
 _FACT_SENTENCE = re.compile(
     rf"\bmy ({'|'.join(SUBJECTS)}) ({'|'.join(VERBS)}) my ({'|'.join(OBJECTS)})\b")
 _FILLER_WORDS = frozenset(w for f in FILLERS for w in f.split())
-_DISTRACTOR_PHRASES = frozenset(
+# A tuple, not a set: iteration order must not depend on the interpreter's hash seed.
+_DISTRACTOR_PHRASES = tuple(
     f"{head.removeprefix('the ')} {v}" for head, values in DISTRACTOR_TEMPLATES for v in values)
 
 
@@ -95,20 +98,24 @@ def _join(phrases: list[str], filler: str | None) -> str:
 def human_summary(post: Post, rng: random.Random) -> str:
     """A human reference summary with the systematic flaws of crowd-written TL;DRs.
 
-    More often than not a fact is dropped (p=0.6) and the summary opens with filler
-    (p=0.7, mostly "so basically"); sometimes a distractor is copied (p=0.2) or an object
-    is misremembered (p=0.1).
+    Writers list the facts in the order the post gives them and often stop early: after
+    each fact they stop with p=``HUMAN_STOP`` (0.65), so most references cover only the
+    first fact. Most open with filler (p=0.7, mostly "so basically"); some copy a
+    distractor (p=0.15) or misremember an object (p=0.1). Imitating them gives a policy
+    whose most likely summary is short and padded: the SFT policy starts well below a 50%
+    winrate, and the facts it leaves out are the headroom RL can find.
     The text has a leading space and no EOS (the EOS token is appended at tokenization).
     """
-    facts = list(post.facts)
-    if rng.random() < 0.6:
-        facts.pop(rng.randrange(len(facts)))
+    kept = 1
+    while kept < len(post.facts) and rng.random() >= HUMAN_STOP:
+        kept += 1
+    facts = list(post.facts[:kept])
     phrases = [fact_phrase(f) for f in facts]
     if rng.random() < 0.1:
         i = rng.randrange(len(phrases))
         s, v, _ = facts[i]
         phrases[i] = fact_phrase((s, v, rng.choice([o for o in OBJECTS if o not in _post_objects(post)])))
-    if rng.random() < 0.2:
+    if rng.random() < 0.15:
         phrases.insert(rng.randint(0, len(phrases)), rng.choice(_distractors_of(post)))
     u = rng.random()
     filler = FILLERS[0] if u < 0.5 else rng.choice(FILLERS[1:]) if u < 0.7 else None
@@ -169,7 +176,7 @@ def _post_objects(post: Post) -> set[str]:
 
 def _distractors_of(post: Post) -> list[str]:
     found = [p for p in _DISTRACTOR_PHRASES if p in post.body]
-    return found or sorted(_DISTRACTOR_PHRASES)[:1]
+    return found or list(_DISTRACTOR_PHRASES[:1])
 
 
 def post_facts(prompt: str) -> set[Fact]:
@@ -193,7 +200,7 @@ class QualityBreakdown:
     def score(self) -> float:
         """Gold quality: coverage minus penalties; a summary with no EOS is broken."""
         return (self.coverage - 0.6 * self.invented - 0.3 * self.irrelevant
-                - 0.4 * self.garbled - 0.3 * self.repeated - 0.05 * self.filler_words
+                - 0.4 * self.garbled - 0.3 * self.repeated - 0.15 * self.filler_words
                 - (1.0 if not self.has_eos else 0.0))
 
 

@@ -1,4 +1,5 @@
 # Config loading and validation, paths, and wildcard constraints shared by all rules.
+import os
 import re
 import sys
 
@@ -13,6 +14,8 @@ try:
 except ConfigError as exc:
     sys.exit(f"config error: {exc}")
 
+# Software environment of every rule (used with --use-conda; pip from pyproject.toml is the source of truth).
+ENV = "../../environment.yml"
 RUN = f"results/{config['name']}"
 LOGS = f"{RUN}/logs"
 # The effective config (after --config overrides) is what every stage command reads.
@@ -34,3 +37,9 @@ wildcard_constraints:
 
 def stage(name):
     return STAGE.format(stage=name)
+
+
+def policy_of(wildcards):
+    if wildcards.algorithm == "sft":
+        return SFT_REF
+    return f"{RUN}/{wildcards.algorithm}/seed{wildcards.seed}/policy/model.json"

@@ -5,7 +5,10 @@ rule data:
     params:
         settings=fingerprint(config["data"]),
         cmd=stage("data"),
+        out=lambda wc, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/data.log",
+    conda:
+        ENV
     shell:
-        "{params.cmd} --out {DATA} > {log} 2>&1"
+        "{params.cmd} --out {params.out} > {log} 2>&1"

@@ -1,13 +1,7 @@
-def policy_of(wildcards):
-    if wildcards.algorithm == "sft":
-        return SFT_REF
-    return f"{RUN}/{wildcards.algorithm}/seed{wildcards.seed}/policy/model.json"
-
-
 rule evaluate:
     """Test-set generation, reward-model score, KL to the SFT policy and judge winrate (Table 1)."""
     input:
-        DATA_FILES,
+        data=DATA_FILES,
         sft=SFT_REF,
         rm=RM_REF,
         policy=policy_of,
@@ -17,10 +11,13 @@ rule evaluate:
     params:
         settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
         cmd=stage("evaluate"),
-        out=lambda wc: f"{RUN}/{wc.algorithm}/seed{wc.seed}",
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output.evaluation),
     threads: config["runtime"]["threads"]
     log:
         f"{LOGS}/evaluate/{{algorithm}}_seed{{seed}}.log",
+    conda:
+        ENV
     shell:
-        "{params.cmd} --threads {threads} --data {DATA} --sft {input.sft} --rm {input.rm}"
+        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
         " --policy {input.policy} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"

@@ -1,23 +1,27 @@
 rule sft:
     """Supervised fine-tuning on the human references (appendix H.1.2)."""
     input:
-        DATA_FILES,
+        data=DATA_FILES,
     output:
         SFT_REF,
     params:
         settings=fingerprint([config["model"], config["sft"]]),
         cmd=stage("sft"),
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output[0]),
     threads: workflow.cores
     log:
         f"{LOGS}/sft.log",
+    conda:
+        ENV
     shell:
-        "{params.cmd} --threads {threads} --data {DATA} --out {RUN}/sft > {log} 2>&1"
+        "{params.cmd} --threads {threads} --data {params.data} --out {params.out} > {log} 2>&1"
 
 
 rule reward_model:
     """Bradley-Terry reward model from the SFT backbone, normalized and evaluated on held-out pairs."""
     input:
-        DATA_FILES,
+        data=DATA_FILES,
         sft=SFT_REF,
     output:
         model=RM_REF,
@@ -25,8 +29,12 @@ rule reward_model:
     params:
         settings=fingerprint(config["reward_model"]),
         cmd=stage("reward-model"),
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output.model),
     threads: workflow.cores
     log:
         f"{LOGS}/reward_model.log",
+    conda:
+        ENV
     shell:
-        "{params.cmd} --threads {threads} --data {DATA} --sft {input.sft} --out {RUN}/rm > {log} 2>&1"
+        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --out {params.out} > {log} 2>&1"

@@ -1,15 +1,18 @@
 rule table1:
     """Table 1: winrate, RM score and KL per algorithm over seeds, paper numbers beside."""
     input:
-        expand(f"{RUN}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
-        f"{DATA}/stats.json",
-        f"{RUN}/rm/eval.json",
+        evaluations=expand(f"{RUN}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
+        stats=f"{DATA}/stats.json",
+        rm=f"{RUN}/rm/eval.json",
     output:
         csv="tables/table1.csv",
         md="tables/table1.md",
     params:
         cmd=stage("table1"),
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats)),
     log:
         f"{LOGS}/table1.log",
+    conda:
+        ENV
     shell:
-        "{params.cmd} --results {RUN} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1"

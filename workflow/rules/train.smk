@@ -1,7 +1,7 @@
 rule train:
     """One algorithm, one seed, through the shared online loop (resumes from its checkpoint)."""
     input:
-        DATA_FILES,
+        data=DATA_FILES,
         sft=SFT_REF,
         rm=RM_REF,
     output:
@@ -11,10 +11,13 @@ rule train:
     params:
         settings=lambda wc: fingerprint([config["policy"], config["algorithm_params"].get(wc.algorithm, {})]),
         cmd=stage("train"),
-        out=lambda wc: f"{RUN}/{wc.algorithm}/seed{wc.seed}",
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output.run),
     threads: config["runtime"]["threads"]
     log:
         f"{LOGS}/train/{{algorithm}}_seed{{seed}}.log",
+    conda:
+        ENV
     shell:
-        "{params.cmd} --threads {threads} --data {DATA} --sft {input.sft} --rm {input.rm}"
+        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
         " --algorithm {wildcards.algorithm} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"

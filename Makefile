@@ -1,0 +1,35 @@
+# Quick start (a fresh machine with Python >= 3.10):
+#   make table1   set up .venv, then run the embedded pipeline: snakemake --cores all tables/table1.csv
+#   make test     set up .venv, then run the test suite
+# On a GPU machine with its own CUDA torch, install into that environment instead:
+#   pip install -e '.[test]' && snakemake --cores all --configfile workflow/configs/tldr-1.4b.yaml tables/table1.csv
+
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU wheel; a plain `pip install torch` would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup table1 test lint clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+table1: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all tables/table1.csv
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest
+
+lint: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --lint
+
+clean-results:
+	rm -rf results/* tables/table1.csv tables/table1.md

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny tokenizer and GPT-NeoX models built locally (no hub, no network)."""
+
+import random
+
+import pytest
+import torch
+
+from rebel import data as D
+from rebel import models as M
+from rebel import synthetic_tldr as task
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    rng = random.Random(0)
+    texts = []
+    for _ in range(200):
+        post = task.make_post(rng)
+        texts.append(task.format_prompt(post.subreddit, post.title, post.body) + task.human_summary(post, rng))
+    return D.train_tokenizer(texts, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tokenizer):
+    return M.scratch_config({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                             "intermediate_size": 64, "rotary_pct": 0.25}, tokenizer, max_positions=128)
+
+
+@pytest.fixture
+def policy(tiny_config):
+    torch.manual_seed(0)
+    from transformers import GPTNeoXForCausalLM
+
+    return GPTNeoXForCausalLM(tiny_config).eval()
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+SMOKE = REPO / "workflow" / "configs" / "smoke.yaml"
+
+
+def snakemake(workdir, *args, config=SMOKE, check=True):
+    """Run the repository's Snakefile in ``workdir`` (outputs stay out of the repository)."""
+    import subprocess
+
+    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole smoke pipeline, once per test session (about a minute on two cores)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, "tables/table1.csv")
+    return workdir
