@@ -64,3 +64,18 @@ def test_killed_run_resumes_to_identical_results(smoke_run, tmp_path):
     a = load_file(tmp_path / "straight" / "policy" / "adapter_model.safetensors")
     b = load_file(resumed / "policy" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_split_prompts_and_sum_counters(smoke_run, tmp_path):
+    """Under torchrun with 2 processes: same prompt order and budget as one process, one writer."""
+    single, double = tmp_path / "single", tmp_path / "double"
+    subprocess.run(_train(smoke_run, single), check=True, capture_output=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "rebel"]
+    subprocess.run(launcher + _train(smoke_run, double)[3:], check=True, capture_output=True)
+    one, two = (json.loads((run / "run.json").read_text()) for run in (single, double))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["prompt_order_sha256"] == one["prompt_order_sha256"]
+    assert two["counters"] == one["counters"]
+    assert len(_metrics(double / "metrics.jsonl")) == one["iterations"]
+    assert not (double / "checkpoint").exists()
