@@ -121,15 +121,18 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Download the TL;DR SFT and preference sets (implementation notes) and write them locally.
 
-    Uses the policy base model's tokenizer; needs the optional ``datasets`` package and network.
+    Uses the policy base model's tokenizer; needs the optional ``datasets`` package, and
+    network access unless the config names local copies (``{path: ...}``).
     """
     from datasets import load_dataset
 
     from rebel.models import load_tokenizer
 
+    def load(ref: dict[str, Any]):
+        return load_dataset(ref["path"]) if "path" in ref else load_dataset(ref["id"], revision=ref["revision"])
+
     hub = cfg["data"]["hub"]
-    sft = load_dataset(hub["sft_dataset"]["id"], revision=hub["sft_dataset"]["revision"])
-    prefs = load_dataset(hub["preference_dataset"]["id"], revision=hub["preference_dataset"]["revision"])
+    sft, prefs = load(hub["sft_dataset"]), load(hub["preference_dataset"])
     fields = ("subreddit", "title", "post")
     for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
         rows = sft[name]

@@ -41,6 +41,12 @@ def write_model_ref(path: Path, ref: dict[str, Any]) -> None:
     path.write_text(json.dumps(ref, indent=2))
 
 
+def absolute_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    """A config's model reference with a local path made absolute (``model.json`` files
+    resolve relative paths against their own folder)."""
+    return {"path": str(Path(ref["path"]).resolve())} if "path" in ref else ref
+
+
 def read_model_ref(path: str | Path) -> dict[str, Any]:
     """Read a ``model.json``; a relative ``path`` entry is relative to the json file."""
     path = Path(path)

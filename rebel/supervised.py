@@ -65,7 +65,7 @@ def train_sft(cfg: dict[str, Any], data_dir: Path, out: Path, device: torch.devi
     """Maximum likelihood on the human references (+ prompt tokens when ``loss_on_prompt``)."""
     stage = cfg["sft"]
     if stage["pretrained"] is not None:
-        M.write_model_ref(out / "model.json", stage["pretrained"])
+        M.write_model_ref(out / "model.json", M.absolute_ref(stage["pretrained"]))
         return
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     torch.manual_seed(stage["seed"])
@@ -100,7 +100,7 @@ def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: 
     stage = cfg["reward_model"]
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     if stage["pretrained"] is not None:
-        M.write_model_ref(out / "model.json", stage["pretrained"])
+        M.write_model_ref(out / "model.json", M.absolute_ref(stage["pretrained"]))
         model = M.load_reward_model(stage["pretrained"], cfg["model"]["dtype"]).to(device)
     else:
         torch.manual_seed(stage["seed"])
