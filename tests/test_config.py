@@ -92,3 +92,18 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, smoke):
     assert result.returncode != 0
     assert "config error: config: unknown key 'policy.temprature'" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_config_overrides_apply_on_top_of_the_default(tmp_path):
+    """Without --configfile, --config values are merged into the embedded default, then validated."""
+    def dry_run(*override):
+        return subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                               "--cores", "1", "-n", "--config", *override], capture_output=True, text=True)
+
+    good = dry_run("name=embedded-renamed")
+    assert good.returncode == 0, good.stderr
+    written = yaml.safe_load((tmp_path / "results" / "embedded-renamed" / "config.yaml").read_text())
+    assert written == {**load_config(None), "name": "embedded-renamed"}
+    bad = dry_run('policy={"temprature": 0.7}')
+    assert bad.returncode != 0
+    assert "config error: config: unknown key 'policy.temprature'" in bad.stderr

@@ -4,11 +4,15 @@ import re
 import sys
 
 import yaml
+from snakemake.utils import update_config
 
 from rebel.config import DEFAULT_CONFIG, ConfigError, dump_config, fingerprint, validate
 
-if not config:  # no --configfile: the embedded default
+if not workflow.overwrite_configfiles:  # no --configfile: the embedded default, under any --config values
+    overrides = dict(config)
+    config.clear()
     config.update(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    update_config(config, overrides)
 try:
     validate(config, "config")
 except ConfigError as exc:
