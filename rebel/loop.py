@@ -168,7 +168,9 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=pol["lr"],
                                   eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
     scheduler = get_scheduler(pol["schedule"], optimizer, 0, pol["iterations"] * steps_per_iteration)
-    policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
+    # The scheduler stays unprepared: accelerate would step it once per process, but the global
+    # minibatch is split across processes, so one optimizer step is one scheduler step.
+    policy, optimizer = accelerator.prepare(policy, optimizer)
     backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
 
     schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], pol["iterations"], seed)

@@ -78,4 +78,7 @@ def test_two_processes_split_prompts_and_sum_counters(smoke_run, tmp_path):
     assert two["prompt_order_sha256"] == one["prompt_order_sha256"]
     assert two["counters"] == one["counters"]
     assert len(_metrics(double / "metrics.jsonl")) == one["iterations"]
+    learning_rates = [[json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+                      for run in (single, double)]
+    assert learning_rates[0] == learning_rates[1]  # one scheduler step per global optimizer step
     assert not (double / "checkpoint").exists()
