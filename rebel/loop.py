@@ -6,8 +6,9 @@ Per iteration t (paper Algorithm 1 and appendix H.1.4):
   3. record log π_t and log π_0 (the SFT reference) of the samples, score them with the
      reward model (Γ for a response without EOS) and shape the reward
      ``r = RM − γ (log π_t − log π_0)`` (Eq. 22);
-  4. run the algorithm's loss for ``epochs_per_iteration`` passes over minibatches of
-     whole prompts, with AdamW and a linearly decaying learning rate;
+  4. run the algorithm's loss for ``epochs_per_iteration`` passes (the algorithm's own
+     count, else the config's) over minibatches of whole prompts, with AdamW and a
+     linearly decaying learning rate;
   5. log one line to ``metrics.jsonl`` and checkpoint.
 """
 
@@ -110,7 +111,7 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
     minibatch = pol["minibatch_prompts"] // accelerator.num_processes
     policy.train()
     stats: dict[str, list[float]] = {}
-    for _ in range(pol["epochs_per_iteration"]):
+    for _ in range(epochs_of(algorithm, cfg)):
         order = torch.randperm(rollout.num_prompts, generator=generator)
         for start in range(0, rollout.num_prompts, minibatch):
             batch = rollout.select_prompts(order[start:start + minibatch].to(rollout.prompt_ids.device))
@@ -124,6 +125,11 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
             for key, value in {"loss": loss.detach(), **extra}.items():
                 stats.setdefault(key, []).append(float(value))
     return {key: float(np.mean(values)) for key, values in stats.items()}
+
+
+def epochs_of(algorithm: Algorithm, cfg: dict[str, Any]) -> int:
+    """Update passes per rollout: the algorithm's own count, else ``policy.epochs_per_iteration``."""
+    return algorithm.epochs_per_iteration or cfg["policy"]["epochs_per_iteration"]
 
 
 def _check_sharding(pol: dict[str, Any], processes: int) -> None:
@@ -164,7 +170,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     if not cfg["model"]["dropout"]:
         M.disable_dropout(policy)
 
-    steps_per_iteration = pol["epochs_per_iteration"] * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
+    steps_per_iteration = epochs_of(algorithm, cfg) * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=pol["lr"],
                                   eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
     scheduler = get_scheduler(pol["schedule"], optimizer, 0, pol["iterations"] * steps_per_iteration)
@@ -192,6 +198,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         if meta["prompt_order_sha256"] != run_info["prompt_order_sha256"]:
             raise RuntimeError(f"checkpoint in '{work}' was made with another prompt order; delete it to restart")
         start, counters = meta["iteration"] + 1, meta["counters"]
+        algorithm.load_state_dict(meta["algorithm_state"])
     if accelerator.is_main_process:
         work.mkdir(parents=True, exist_ok=True)
         # Keep the log lines of the iterations the checkpoint holds, drop any after it.
@@ -231,6 +238,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         for key, value in counts.items():
             counters[key] += int(value)
         counters["optimizer_steps"] += steps_per_iteration
+        algorithm.observe(means)
         record = {"iteration": iteration, **means, "lr": scheduler.get_last_lr()[0], **timings,
                   "peak_rss_mib": peak_rss_mib(), **counters}
         if accelerator.is_main_process:
@@ -239,7 +247,8 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
             if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == pol["iterations"]:
                 checkpoint.save(work / "state", accelerator.unwrap_model(policy), optimizer, scheduler,
                                 {"iteration": iteration, "counters": counters,
-                                 "prompt_order_sha256": run_info["prompt_order_sha256"]})
+                                 "prompt_order_sha256": run_info["prompt_order_sha256"],
+                                 "algorithm_state": algorithm.state_dict()})
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:

@@ -1,6 +1,7 @@
 """The shared loop: identical prompt order for every algorithm, and exact resumption after SIGKILL."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,11 +29,11 @@ def test_prompt_schedule_depends_only_on_seed_and_sizes():
     np.testing.assert_array_equal(prompt_schedule(100, 16, 5, seed=3), a[:5])
 
 
-def _train(workdir, out):
+def _train(workdir, out, algorithm="rebel"):
     run = workdir / "results" / "smoke"
     return [sys.executable, "-m", "rebel", "train", "--config", str(SMOKE), "--data", str(run / "data"),
             "--sft", str(run / "sft" / "model.json"), "--rm", str(run / "rm" / "model.json"),
-            "--algorithm", "rebel", "--seed", "1", "--out", str(out)]
+            "--algorithm", algorithm, "--seed", "1", "--out", str(out)]
 
 
 def _metrics(path):
@@ -41,11 +42,12 @@ def _metrics(path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_identical_results(smoke_run, tmp_path):
-    subprocess.run(_train(smoke_run, tmp_path / "straight"), check=True, capture_output=True)
+@pytest.mark.parametrize("algorithm", ["rebel", "reinforce"])  # REINFORCE carries a baseline across iterations
+def test_killed_run_resumes_to_identical_results(smoke_run, tmp_path, algorithm):
+    subprocess.run(_train(smoke_run, tmp_path / "straight", algorithm), check=True, capture_output=True)
 
     resumed = tmp_path / "resumed"
-    proc = subprocess.Popen(_train(smoke_run, resumed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_train(smoke_run, resumed, algorithm), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     meta = resumed / "checkpoint" / "state" / "meta.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -57,7 +59,7 @@ def test_killed_run_resumes_to_identical_results(smoke_run, tmp_path):
     assert not (resumed / "run.json").exists(), "the run finished before it could be killed"
     killed_at = len((resumed / "checkpoint" / "metrics.jsonl").read_text().splitlines())
 
-    subprocess.run(_train(smoke_run, resumed), check=True, capture_output=True)
+    subprocess.run(_train(smoke_run, resumed, algorithm), check=True, capture_output=True)
     straight_rows, resumed_rows = _metrics(tmp_path / "straight" / "metrics.jsonl"), _metrics(resumed / "metrics.jsonl")
     assert 0 < killed_at < len(straight_rows)
     assert resumed_rows == straight_rows
@@ -82,3 +84,19 @@ def test_two_processes_split_prompts_and_sum_counters(smoke_run, tmp_path):
                       for run in (single, double)]
     assert learning_rates[0] == learning_rates[1]  # one scheduler step per global optimizer step
     assert not (double / "checkpoint").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm, k, passes", [("iterative_dpo", 2, 2), ("reinforce", 1, 1),
+                                                  ("rloo_k2", 2, 1), ("rloo_k4", 4, 1)])
+def test_each_baseline_runs_on_the_shared_loop(smoke_run, tmp_path, algorithm, k, passes):
+    """Same prompts as REBEL, k samples per prompt, and the algorithm's own number of update passes."""
+    subprocess.run(_train(smoke_run, tmp_path, algorithm), check=True, capture_output=True)
+    run = json.loads((tmp_path / "run.json").read_text())
+    rebel = json.loads((smoke_run / "results/smoke/rebel/seed1/run.json").read_text())
+    assert run["prompt_order_sha256"] == rebel["prompt_order_sha256"]
+    counters = run["counters"]
+    assert counters["generations"] == counters["reward_model_calls"] == k * counters["prompts"] == k * rebel["counters"]["prompts"]
+    assert counters["optimizer_steps"] == run["iterations"] * passes * 2  # 16 prompts in minibatches of 8
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows)

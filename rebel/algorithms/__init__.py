@@ -8,6 +8,10 @@ from rebel.algorithms.base import Algorithm
 
 BUILTIN: dict[str, str] = {
     "rebel": "rebel.algorithms.rebel:REBEL",
+    "iterative_dpo": "baselines.iterative_dpo:IterativeDPO",
+    "reinforce": "baselines.reinforce:REINFORCE",
+    "rloo_k2": "baselines.rloo:RLOO",
+    "rloo_k4": "baselines.rloo:RLOOk4",
 }
 
 

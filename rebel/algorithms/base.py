@@ -47,9 +47,33 @@ class Algorithm(ABC):
             raise TypeError(f"unknown hyperparameter '{unknown[0]}'; allowed: {', '.join(sorted(known)) or 'none'}")
         return cls(cls.Params(**values))
 
+    @property
+    def epochs_per_iteration(self) -> int | None:
+        """Update passes over each rollout; ``None`` (the default) uses ``policy.epochs_per_iteration``.
+
+        An algorithm whose source prescribes its own count (appendix H.1.5 gives REBEL, PPO
+        and iterative DPO 4 passes, REINFORCE and RLOO one) declares an
+        ``epochs_per_iteration`` field in its ``Params``.
+        """
+        return getattr(self.params, "epochs_per_iteration", None)
+
     def prepare(self, rollout: Rollout) -> Rollout:
         """Per-iteration preprocessing of the whole rollout (default: none)."""
         return rollout
+
+    def observe(self, metrics: dict[str, float]) -> None:
+        """See the iteration's logged metrics (averaged over processes) after the update.
+
+        For state carried across iterations, such as a moving-average baseline; such state
+        must be returned by :meth:`state_dict` so that a resumed run replays exactly.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable state carried across iterations (saved with the checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     @abstractmethod
     def loss(self, logprobs: torch.Tensor, batch: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

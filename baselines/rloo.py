@@ -1,0 +1,61 @@
+"""RLOO: REINFORCE with a leave-one-out baseline over k samples per prompt.
+
+Kool et al. 2019 ("Buy 4 REINFORCE samples, get a baseline for free!"); Ahmadian et al.
+2024 ("Back to basics"), the RLOO of paper Table 1. Hyperparameters: appendix H.1.5
+(k = 2 or 4, one update pass per batch, kl coefficient 0.05 in the shared loop).
+
+The advantage of sample i of a prompt is its reward minus the mean reward of the prompt's
+other k − 1 samples, ``A_i = r_i − (Σ_j r_j − r_i) / (k − 1)``, and the loss is
+``−mean_i A_i · log πθ(y_i|x)`` with the sequence log-prob.
+
+The KL penalty is folded into the reward *before* the baseline: ``r`` is the shared
+loop's sequence-level ``RM − γ (log π_t − log π_0)`` (Eq. 22), as in Ahmadian et al. 2024.
+The baseline then also centres the KL term, and every algorithm of the harness optimizes
+the same shaped reward, so RLOO differs from REINFORCE only in its baseline. (Libraries
+that add the KL as a separate loss term instead optimize a different objective.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rebel.algorithms.base import Algorithm
+from rebel.rollout import Rollout
+
+
+@dataclass(frozen=True)
+class RLOOParams:
+    epochs_per_iteration: int = 1
+    """Update passes per batch (appendix H.1.5 lists none for RLOO: one on-policy pass)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs_per_iteration < 1:
+            raise ValueError(f"epochs_per_iteration must be >= 1, got {self.epochs_per_iteration}")
+
+
+def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """``[prompts, k]`` rewards → ``r_i − mean_{j≠i} r_j`` per prompt (k ≥ 2)."""
+    k = rewards.shape[1]
+    return rewards - (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
+
+
+class RLOO(Algorithm):
+    """RLOO with k = 2 samples per prompt (the registered name ``rloo_k2``)."""
+
+    samples_per_prompt = 2
+    Params = RLOOParams
+    label = "RLOO (k=2)"
+
+    def loss(self, logprobs: torch.Tensor, batch: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        advantages = leave_one_out_advantages(batch.grouped(batch.rewards)).reshape(-1)
+        loss = -(advantages * logprobs.sum(-1)).mean()
+        return loss, {"advantage_abs": advantages.abs().mean()}
+
+
+class RLOOk4(RLOO):
+    """RLOO with k = 4 samples per prompt (the registered name ``rloo_k4``)."""
+
+    samples_per_prompt = 4
+    label = "RLOO (k=4)"
