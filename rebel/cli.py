@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from rebel.algorithms import AlgorithmNotFound
 from rebel.config import ConfigError, load_config
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, NotImplementedError) as exc:
+    except (FileNotFoundError, NotImplementedError, AlgorithmNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -55,13 +55,13 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     if config["eval"]["judge"]["type"] == "gold" and config["data"]["source"] != "synthetic":
         raise ConfigError(f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' "
                           "(it knows only the embedded task)")
-    from rebel.algorithms import resolve_algorithm
+    from rebel.algorithms import AlgorithmNotFound, resolve_algorithm
 
     for name in config["algorithms"]:
         try:
             algorithm = resolve_algorithm(name)
-        except KeyError as exc:
-            raise ConfigError(f"{source}: key 'algorithms': {exc.args[0]}") from None
+        except AlgorithmNotFound as exc:
+            raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
         try:
             algorithm.from_config(config["algorithm_params"].get(name, {}))
         except (TypeError, ValueError) as exc:

@@ -107,3 +107,15 @@ def test_snakemake_config_overrides_apply_on_top_of_the_default(tmp_path):
     bad = dry_run('policy={"temprature": 0.7}')
     assert bad.returncode != 0
     assert "config error: config: unknown key 'policy.temprature'" in bad.stderr
+
+
+def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rebel", "train", "--config", str(CONFIG_DIR / "smoke.yaml"),
+                             "--data", str(tmp_path), "--sft", str(tmp_path), "--rm", str(tmp_path),
+                             "--algorithm", "ppo2", "--seed", "1", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown algorithm 'ppo2'; registered: iterative_dpo, rebel, reinforce, rloo_k2, rloo_k4 "
+        "(or name one by import path 'module:Class')"]
+    assert not (tmp_path / "out").exists()

@@ -15,20 +15,24 @@ BUILTIN: dict[str, str] = {
 }
 
 
+class AlgorithmNotFound(LookupError):
+    """An algorithm name that is neither registered nor an importable ``module:Class``."""
+
+
 def resolve_algorithm(name: str) -> type[Algorithm]:
     """The algorithm class for a registered name or an import path ``package.module:Class``."""
     target = BUILTIN.get(name, name)
     if ":" not in target:
-        raise KeyError(f"unknown algorithm '{name}'; registered: {', '.join(sorted(BUILTIN))} "
+        raise AlgorithmNotFound(f"unknown algorithm '{name}'; registered: {', '.join(sorted(BUILTIN))} "
                        f"(or name one by import path 'module:Class')")
     module_name, _, class_name = target.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
-        raise KeyError(f"algorithm '{name}' could not be imported ({exc})") from None
+        raise AlgorithmNotFound(f"algorithm '{name}' could not be imported ({exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
-        raise KeyError(f"algorithm '{name}' is not a subclass of rebel.algorithms.base.Algorithm")
+        raise AlgorithmNotFound(f"algorithm '{name}' is not a subclass of rebel.algorithms.base.Algorithm")
     return cls
 
 
-__all__ = ["Algorithm", "BUILTIN", "resolve_algorithm"]
+__all__ = ["Algorithm", "AlgorithmNotFound", "BUILTIN", "resolve_algorithm"]
