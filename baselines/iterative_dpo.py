@@ -35,7 +35,8 @@ class IterativeDPO(Algorithm):
     Params = IterativeDPOParams
     label = "Iterative DPO"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, logprobs: torch.Tensor, batch: Rollout,
+             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logratio = batch.grouped((logprobs - batch.logprobs).sum(-1))
         rewards = batch.grouped(batch.rewards)
         sign = torch.sign(rewards[:, 0] - rewards[:, 1])

@@ -42,7 +42,8 @@ class REINFORCE(Algorithm):
         super().__init__(params)
         self.baseline = 0.0
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, logprobs: torch.Tensor, batch: Rollout,
+             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         advantages = batch.rewards - self.baseline
         loss = -(advantages * logprobs.sum(-1)).mean()
         return loss, {"baseline": torch.tensor(self.baseline)}

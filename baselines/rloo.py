@@ -48,7 +48,8 @@ class RLOO(Algorithm):
     Params = RLOOParams
     label = "RLOO (k=2)"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, logprobs: torch.Tensor, batch: Rollout,
+             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         advantages = leave_one_out_advantages(batch.grouped(batch.rewards)).reshape(-1)
         loss = -(advantages * logprobs.sum(-1)).mean()
         return loss, {"advantage_abs": advantages.abs().mean()}

@@ -1,5 +1,8 @@
 """Resumable training state: trainable weights (safetensors), optimizer and scheduler, counters.
 
+``model`` is whatever holds the trainable modules (the loop passes a ``ModuleDict`` of the
+policy and, for algorithms with a value model, the critic).
+
 A checkpoint directory is written completely under a temporary name and then swapped in,
 so a run killed at any instant finds either the previous or the new checkpoint, whole.
 """

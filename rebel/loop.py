@@ -74,8 +74,8 @@ def micro_batches(batch_size: int, *tensors: torch.Tensor) -> list[tuple[torch.T
 def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_model: torch.nn.Module,
                     prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, algorithm: Algorithm,
                     cfg: dict[str, Any], tokenizer, backend, timings: dict[str, float],
-                    device: torch.device) -> Rollout:
-    """Steps 2–3: sample, record log π_t and log π_0, score, and shape the reward."""
+                    device: torch.device, critic: torch.nn.Module | None = None) -> Rollout:
+    """Steps 2–3: sample, record log π_t and log π_0 (and the critic's values), score, and shape the reward."""
     pol = cfg["policy"]
     batch_size = cfg["runtime"]["rollout_batch_size"]
     policy.eval()
@@ -94,14 +94,30 @@ def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_mode
         with reference.model() as ref_model:
             ref_logprobs = score_batches(logprobs_of(ref_model), chunks)
         rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
+        values = None if critic is None else score_batches(lambda *c: M.token_values(critic, *c), chunks)
     scores = torch.where(has_eos, rm, torch.full_like(rm, pol["missing_eos_penalty"]))
-    rewards = scores - pol["kl_coef"] * (logprobs.sum(-1) - ref_logprobs.sum(-1))
-    return Rollout(p_ids, p_mask, r_ids, r_mask, has_eos, logprobs, ref_logprobs, scores, rewards,
-                   algorithm.samples_per_prompt)
+    token_rewards = shaped_token_rewards(scores, logprobs, ref_logprobs, r_mask, pol["kl_coef"])
+    return Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
+                   has_eos=has_eos, logprobs=logprobs, ref_logprobs=ref_logprobs, scores=scores,
+                   rewards=token_rewards.sum(-1), token_rewards=token_rewards,
+                   samples_per_prompt=algorithm.samples_per_prompt, values=values)
+
+
+def shaped_token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                         response_mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """Eq. 22 per token: ``−γ (log π_t − log π_0)`` at every response token, the score added at
+    the last one (EOS, or the final position when there is none). Summed over tokens it is the
+    sequence reward ``RM − γ (log π_t − log π_0)`` every algorithm sees.
+    """
+    token_rewards = -kl_coef * (logprobs - ref_logprobs) * response_mask
+    last = response_mask.sum(-1).long() - 1
+    return token_rewards.index_put((torch.arange(len(scores), device=scores.device), last),
+                                   scores, accumulate=True)
 
 
 def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, optimizer, scheduler,
-           accelerator: Accelerator, cfg: dict[str, Any], generator: torch.Generator) -> dict[str, float]:
+           accelerator: Accelerator, cfg: dict[str, Any], generator: torch.Generator,
+           critic: torch.nn.Module | None = None) -> dict[str, float]:
     """Step 4: the algorithm's loss over ``epochs_per_iteration`` passes of prompt minibatches.
 
     With several processes each holds its shard of the rollout and its share of every
@@ -110,6 +126,8 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
     pol = cfg["policy"]
     minibatch = pol["minibatch_prompts"] // accelerator.num_processes
     policy.train()
+    if critic is not None:
+        critic.train()
     stats: dict[str, list[float]] = {}
     for _ in range(epochs_of(algorithm, cfg)):
         order = torch.randperm(rollout.num_prompts, generator=generator)
@@ -117,7 +135,9 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
             batch = rollout.select_prompts(order[start:start + minibatch].to(rollout.prompt_ids.device))
             logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
                                            batch.response_mask, pol["temperature"])
-            loss, extra = algorithm.loss(logprobs, batch)
+            values = None if critic is None else M.token_values(
+                critic, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+            loss, extra = algorithm.loss(logprobs, batch, values)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -167,16 +187,26 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     else:
         reference = M.Reference(policy, M.load_policy(sft, dtype).to(device))
     reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval().requires_grad_(False)
+    critic = None
+    if algorithm.needs_value_model:  # initialized from the reward model (Huang et al. 2024; appendix H.1.2)
+        critic = M.load_reward_model(M.read_model_ref(rm_ref), dtype)
+        if pol["lora"] is not None:
+            critic = M.add_lora(critic, pol["lora"], task_type="SEQ_CLS")
     if not cfg["model"]["dropout"]:
-        M.disable_dropout(policy)
+        for model in (policy, critic):
+            if model is not None:
+                M.disable_dropout(model)
+    trainable = torch.nn.ModuleDict({"policy": policy} | ({"critic": critic} if critic is not None else {}))
 
     steps_per_iteration = epochs_of(algorithm, cfg) * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=pol["lr"],
+    optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=pol["lr"],
                                   eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
     scheduler = get_scheduler(pol["schedule"], optimizer, 0, pol["iterations"] * steps_per_iteration)
     # The scheduler stays unprepared: accelerate would step it once per process, but the global
     # minibatch is split across processes, so one optimizer step is one scheduler step.
     policy, optimizer = accelerator.prepare(policy, optimizer)
+    if critic is not None:
+        critic = accelerator.prepare(critic)
     backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
 
     schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], pol["iterations"], seed)
@@ -184,7 +214,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         "algorithm": algorithm_name, "seed": seed, "samples_per_prompt": algorithm.samples_per_prompt,
         "iterations": pol["iterations"], "prompts_per_iteration": pol["prompts_per_iteration"],
         "prompt_order_sha256": schedule_sha256([prompts[i]["id"] for i in schedule.reshape(-1)]),
-        "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad),
+        "trainable_parameters": sum(p.numel() for p in trainable.parameters() if p.requires_grad),
         "device": str(device), "processes": world, "torch": torch.__version__,
     }
 
@@ -194,7 +224,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     start = 0
     found = checkpoint.latest(work / "state")
     if found is not None:
-        meta = checkpoint.load(found, accelerator.unwrap_model(policy), optimizer, scheduler)
+        meta = checkpoint.load(found, trainable, optimizer, scheduler)
         if meta["prompt_order_sha256"] != run_info["prompt_order_sha256"]:
             raise RuntimeError(f"checkpoint in '{work}' was made with another prompt order; delete it to restart")
         start, counters = meta["iteration"] + 1, meta["counters"]
@@ -217,10 +247,11 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         timings: dict[str, float] = {}
         rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
                                   prompt_mask, algorithm=algorithm, cfg=cfg, tokenizer=tokenizer,
-                                  backend=backend, timings=timings, device=device)
+                                  backend=backend, timings=timings, device=device,
+                                  critic=None if critic is None else accelerator.unwrap_model(critic).eval())
         with phase(timings, "update", device):
             stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler,
-                           accelerator, cfg, generator)
+                           accelerator, cfg, generator, critic)
         means = {
             "reward": rollout.rewards.mean().item(),
             "rm_score": rollout.scores.mean().item(),
@@ -245,7 +276,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == pol["iterations"]:
-                checkpoint.save(work / "state", accelerator.unwrap_model(policy), optimizer, scheduler,
+                checkpoint.save(work / "state", trainable, optimizer, scheduler,
                                 {"iteration": iteration, "counters": counters,
                                  "prompt_order_sha256": run_info["prompt_order_sha256"],
                                  "algorithm_state": algorithm.state_dict()})

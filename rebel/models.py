@@ -144,12 +144,15 @@ def save_model(model: PreTrainedModel, out: Path, base_ref: dict[str, Any] | Non
 
 # ---------------------------------------------------------------- LoRA and the reference policy
 
-def add_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
-    """Wrap ``model`` with LoRA adapters (appendix H.1.5: r=1024, alpha=2048, dropout 0, no bias)."""
+def add_lora(model: PreTrainedModel, lora: dict[str, Any], task_type: str = "CAUSAL_LM") -> PreTrainedModel:
+    """Wrap ``model`` with LoRA adapters (appendix H.1.5: r=1024, alpha=2048, dropout 0, no bias).
+
+    ``task_type="SEQ_CLS"`` (a critic) also trains the scalar ``score`` head in full.
+    """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                        target_modules=lora["target_modules"], bias="none", task_type="CAUSAL_LM")
+                        target_modules=lora["target_modules"], bias="none", task_type=task_type)
     return get_peft_model(model, config)
 
 
@@ -194,6 +197,20 @@ def response_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: t
     logps = torch.log_softmax(logits / temperature, dim=-1)
     token_logps = logps.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     return token_logps * response_mask
+
+
+def token_values(critic: GPTNeoXForSequenceClassification, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                 response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """A critic's value ``V(x, y_<t)`` of the state before each response token ``[N, R]``, zero
+    outside ``response_mask``: the scalar head on the hidden state that predicts token t, on
+    the reward model's scale (offset included), as in PPO for RLHF (Huang et al. 2024).
+    """
+    ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    hidden = critic.gpt_neox(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
+    states = hidden[:, prompt_ids.shape[1] - 1:-1]
+    values = critic.score(states).squeeze(-1).float() + getattr(critic.config, "reward_offset", 0.0)
+    return values * response_mask
 
 
 def reward_scores(reward_model: GPTNeoXForSequenceClassification, prompt_ids: torch.Tensor,

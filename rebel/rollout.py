@@ -24,7 +24,12 @@ class Rollout:
     ref_logprobs: torch.Tensor      # [N, R] log π_0 (the SFT policy)
     scores: torch.Tensor            # [N] reward-model score, Γ where no EOS (H.1.4)
     rewards: torch.Tensor           # [N] scores − γ (log π_t − log π_0), Eq. 22
+    token_rewards: torch.Tensor     # [N, R] the same reward per token: −γ (log π_t − log π_0) per token,
+                                    #        the score added at the last response token; sums to ``rewards``
     samples_per_prompt: int
+    values: torch.Tensor | None = None      # [N, R] the critic's values at rollout (algorithms with a value model)
+    advantages: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
+    returns: torch.Tensor | None = None     # [N, R] set by an algorithm's ``prepare``
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -39,6 +44,10 @@ class Rollout:
         rows = (prompt_index[:, None] * k + torch.arange(k, device=prompt_index.device)).reshape(-1)
         return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
+
+    def with_targets(self, *, advantages: torch.Tensor, returns: torch.Tensor) -> "Rollout":
+        """A copy carrying per-token advantages and returns (set once per iteration by ``prepare``)."""
+        return replace(self, advantages=advantages, returns=returns)
 
     def grouped(self, values: torch.Tensor) -> torch.Tensor:
         """View a per-row ``[N, ...]`` tensor as ``[prompts, k, ...]``."""

@@ -1,13 +1,16 @@
-"""Baseline losses on the shared loop against hand-computed values (Iterative DPO, REINFORCE, RLOO)."""
+"""Baseline losses and the shared reward shaping against hand-computed values (Iterative DPO, REINFORCE, RLOO, PPO)."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from baselines.iterative_dpo import IterativeDPO, IterativeDPOParams
+from baselines.ppo import PPO, PPOParams, gae, masked_whiten
 from baselines.reinforce import REINFORCE, REINFORCEParams
 from baselines.rloo import RLOO, RLOOk4, RLOOParams, leave_one_out_advantages
+from rebel.loop import shaped_token_rewards
 from test_rebel_loss import make_rollout
 
 
@@ -72,3 +75,51 @@ def test_reinforce_moving_average_baseline_by_hand():
     restored = REINFORCE(REINFORCEParams(baseline_decay=0.5))
     restored.load_state_dict(algorithm.state_dict())
     assert restored.baseline == algorithm.baseline
+
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
+    values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 7.0]])   # 7.0 sits on padding and must be ignored
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # row 0: δ = (0, 0, 0.5) -> A_2 = 0.5, A_1 = 0 + 0.5 * 0.5 = 0.25, A_0 = 0.125
+    # row 1: the value after the last token is 0: δ_1 = 2 - 1 = 1, δ_0 = 0 + 1 - 1 = 0 -> A = (0.5, 1, 0)
+    torch.testing.assert_close(advantages, torch.tensor([[0.125, 0.25, 0.5], [0.5, 1.0, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.625, 0.75, 1.0], [1.5, 2.0, 0.0]]))
+    # gamma = 0.5, lam = 1 on row 0: δ_2 = 1 - 0.5 = 0.5, δ_1 = 0.5 * 0.5 - 0.5 = -0.25, δ_0 = -0.25;
+    # A_2 = 0.5, A_1 = δ_1 + 0.5 * A_2 = 0, A_0 = δ_0 + 0.5 * A_1 = -0.25
+    discounted, _ = gae(rewards[:1], values[:1], mask[:1], gamma=0.5, lam=1.0)
+    torch.testing.assert_close(discounted, torch.tensor([[-0.25, 0.0, 0.5]]))
+
+
+def test_masked_whiten_ignores_padding():
+    values = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    # mean 2, Bessel variance ((1 + 0 + 1) / 2) = 1
+    torch.testing.assert_close(masked_whiten(values, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6, rtol=0)
+
+
+def test_ppo_clipped_losses_by_hand():
+    old = torch.zeros(1, 2)
+    new = torch.log(torch.tensor([[1.5, 0.5]]))
+    batch = make_rollout(old, torch.zeros(1), k=1).with_targets(
+        advantages=torch.tensor([[1.0, -1.0]]), returns=torch.tensor([[0.6, 0.2]]))
+    batch = dataclasses.replace(batch, values=torch.tensor([[0.5, 0.5]]))
+    loss, stats = PPO(PPOParams()).loss(new, batch, values=torch.tensor([[1.0, 0.0]]))
+    # policy, ratios 1.5 and 0.5 clipped to [0.8, 1.2]: max(-1.5, -1.2) = -1.2 and max(0.5, 0.8) = 0.8 -> -0.2
+    # value, clipped values 0.7 and 0.3: max(0.16, 0.01) and max(0.04, 0.01) -> 0.5 * mean = 0.05
+    assert stats["policy_loss"].item() == pytest.approx(-0.2, abs=1e-6)
+    assert stats["value_loss"].item() == pytest.approx(0.05, abs=1e-6)
+    assert loss.item() == pytest.approx(-0.2 + 0.1 * 0.05, abs=1e-6)
+    assert stats["clip_fraction"].item() == pytest.approx(1.0)
+
+
+def test_token_rewards_sum_to_the_sequence_reward():
+    logprobs = torch.tensor([[-1.0, -2.0, 0.0], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -1.0, 0.0], [-2.0, -1.0, -0.5]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])      # EOS at token 1; no EOS (Γ already in the score)
+    scores = torch.tensor([2.0, -1.0])
+    tokens = shaped_token_rewards(scores, logprobs * mask, ref * mask, mask, kl_coef=0.1)
+    # row 0: -0.1 * (0.5, -1) + score at token 1; row 1: -0.1 * (1, 0, -0.5) + score at token 2
+    torch.testing.assert_close(tokens, torch.tensor([[-0.05, 2.1, 0.0], [-0.1, 0.0, -0.95]]))
+    torch.testing.assert_close(tokens.sum(-1), scores - 0.1 * ((logprobs - ref) * mask).sum(-1))

@@ -40,7 +40,7 @@ def test_default_config_is_embedded():
     (lambda c: c["policy"].update(iterations=0), "key 'policy.iterations': 0 is less than the minimum of 1"),
     (lambda c: c["policy"].pop("kl_coef"), "key 'policy' is missing 'kl_coef'"),
     (lambda c: c["data"].update(source="web"), "key 'data.source': 'web' is not one of ['synthetic', 'hub']"),
-    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: iterative_dpo, rebel, reinforce, rloo_k2, rloo_k4"),
+    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4"),
     (lambda c: c["algorithm_params"].update(rebel={"eta": -1}), "key 'algorithm_params.rebel': eta must be > 0"),
     (lambda c: c["algorithm_params"].update(rebel={"beta": 1}), "key 'algorithm_params.rebel': unknown hyperparameter 'beta'"),
     (lambda c: c["algorithm_params"].update(dpo={}), "key 'algorithm_params.dpo' names an algorithm not in 'algorithms'"),
@@ -116,6 +116,6 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown algorithm 'ppo2'; registered: iterative_dpo, rebel, reinforce, rloo_k2, rloo_k4 "
+        "error: unknown algorithm 'ppo2'; registered: iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4 "
         "(or name one by import path 'module:Class')"]
     assert not (tmp_path / "out").exists()

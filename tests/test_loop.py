@@ -42,7 +42,7 @@ def _metrics(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["rebel", "reinforce"])  # REINFORCE carries a baseline across iterations
+@pytest.mark.parametrize("algorithm", ["rebel", "reinforce", "ppo"])  # state across iterations: a baseline, a critic
 def test_killed_run_resumes_to_identical_results(smoke_run, tmp_path, algorithm):
     subprocess.run(_train(smoke_run, tmp_path / "straight", algorithm), check=True, capture_output=True)
 
@@ -87,7 +87,7 @@ def test_two_processes_split_prompts_and_sum_counters(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm, k, passes", [("iterative_dpo", 2, 2), ("reinforce", 1, 1),
+@pytest.mark.parametrize("algorithm, k, passes", [("iterative_dpo", 2, 2), ("ppo", 1, 2), ("reinforce", 1, 1),
                                                   ("rloo_k2", 2, 1), ("rloo_k4", 4, 1)])
 def test_each_baseline_runs_on_the_shared_loop(smoke_run, tmp_path, algorithm, k, passes):
     """Same prompts as REBEL, k samples per prompt, and the algorithm's own number of update passes."""

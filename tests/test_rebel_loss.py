@@ -14,7 +14,7 @@ def make_rollout(logprobs_old: torch.Tensor, rewards: torch.Tensor, k: int = 2) 
     return Rollout(prompt_ids=ones, prompt_mask=ones, response_ids=ones, response_mask=ones,
                    has_eos=torch.ones(n, dtype=torch.bool), logprobs=logprobs_old,
                    ref_logprobs=torch.zeros_like(logprobs_old), scores=zeros, rewards=rewards,
-                   samples_per_prompt=k)
+                   token_rewards=torch.zeros_like(logprobs_old), samples_per_prompt=k)
 
 
 # Two prompts, two samples each, two tokens per response.

@@ -9,6 +9,7 @@ from rebel.algorithms.base import Algorithm
 BUILTIN: dict[str, str] = {
     "rebel": "rebel.algorithms.rebel:REBEL",
     "iterative_dpo": "baselines.iterative_dpo:IterativeDPO",
+    "ppo": "baselines.ppo:PPO",
     "reinforce": "baselines.reinforce:REINFORCE",
     "rloo_k2": "baselines.rloo:RLOO",
     "rloo_k4": "baselines.rloo:RLOOk4",

@@ -31,6 +31,9 @@ class Algorithm(ABC):
     """
 
     samples_per_prompt: ClassVar[int] = 1
+    needs_value_model: ClassVar[bool] = False
+    """True: the loop trains a critic initialized from the reward model (LoRA as the policy)
+    with the same optimizer, records its values at rollout and passes current values to the loss."""
     Params: ClassVar[type] = NoParams
     label: ClassVar[str] = ""
     """Display name in tables and figures (defaults to the registry name)."""
@@ -76,10 +79,13 @@ class Algorithm(ABC):
         """Restore what :meth:`state_dict` returned."""
 
     @abstractmethod
-    def loss(self, logprobs: torch.Tensor, batch: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, logprobs: torch.Tensor, batch: Rollout,
+             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss on a minibatch, and scalar statistics to log.
 
         ``logprobs`` are the current policy's per-token log-probs ``[n, R]`` of
         ``batch.response_ids`` (with gradient, zero outside ``batch.response_mask``); the
         minibatch holds whole prompts, so the k samples of a prompt are consecutive.
+        ``values`` are the current critic's per-token values ``[n, R]`` (with gradient) when
+        the algorithm sets ``needs_value_model``, else None.
         """
