@@ -1,4 +1,5 @@
-"""Table 1 (paper §5.1): winrate, RM score and KL per algorithm, mean and std over seeds.
+"""Table 1 (paper §5.1): winrate, RM score and KL per algorithm, mean and std over seeds,
+and its budget table (prompts, generations, tokens, reward-model calls, optimizer steps).
 
 Every number comes from an ``eval.json`` the pipeline wrote; when the config reproduces a
 paper setting, the paper's numbers (``workflow/resources/paper-results.csv``, copied from
@@ -14,10 +15,15 @@ from typing import Any
 import pandas as pd
 
 from rebel.algorithms import resolve_algorithm
-from rebel.config import REPO_ROOT
+from rebel.config import REPO_ROOT, HarnessError
+from rebel.loop import COUNTERS
 
 PAPER_RESULTS = REPO_ROOT / "workflow" / "resources" / "paper-results.csv"
 METRICS = ("winrate", "rm_score", "kl")
+
+
+class UnfairComparison(HarnessError):
+    """Runs of one seed that did not see the same prompts in the same order."""
 
 
 def display_name(algorithm: str) -> str:
@@ -76,11 +82,42 @@ def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], data_stats: Path,
-                 rm_eval: Path, out_csv: Path, out_md: Path) -> pd.DataFrame:
+def check_identical_prompts(runs: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """Fail unless every algorithm of a seed recorded the same prompt-order SHA-256 (``run.json``)."""
+    by_seed: dict[int, dict[str, str]] = {}
+    for (algorithm, seed), run in runs.items():
+        by_seed.setdefault(seed, {})[algorithm] = run["prompt_order_sha256"]
+    for seed, digests in sorted(by_seed.items()):
+        if len(set(digests.values())) > 1:
+            listed = ", ".join(f"{a}={d[:12]}" for a, d in sorted(digests.items()))
+            raise UnfairComparison(f"seed {seed}: the algorithms trained on different prompt orders ({listed}); "
+                                   "rerun them with the same data and policy.iterations/prompts_per_iteration")
+
+
+def budget_table(cfg: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> pd.DataFrame:
+    """What each algorithm consumed, mean over seeds: prompts, generations, tokens, reward-model calls, steps."""
+    records = [{"algorithm": display_name(algo), "seed": seed, "samples_per_prompt": run["samples_per_prompt"],
+                "prompt_order_sha256": run["prompt_order_sha256"], **run["counters"]}
+               for (algo, seed), run in runs.items()]
+    grouped = pd.DataFrame(records).groupby("algorithm", sort=False)
+    out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": [display_name(a) for a in cfg["algorithms"]]})
+    out["n_seeds"] = out.algorithm.map(grouped.size())
+    out["samples_per_prompt"] = out.algorithm.map(grouped["samples_per_prompt"].first())
+    for counter in COUNTERS:
+        out[counter] = out.algorithm.map(grouped[counter].mean())
+    return out
+
+
+def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], runs: dict[tuple[str, int], Path],
+                 data_stats: Path, rm_eval: Path, out_csv: Path, out_md: Path, out_budget: Path) -> pd.DataFrame:
+    """Table 1 and its budget table, after checking that the runs of a seed saw identical prompts."""
+    run_records = {key: json.loads(path.read_text()) for key, path in runs.items()}
+    check_identical_prompts(run_records)
     df = table1(cfg, evals)
+    budget = budget_table(cfg, run_records)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False, float_format="%.4f")
+    budget.to_csv(out_budget, index=False, float_format="%.1f")
     stats, rm = json.loads(data_stats.read_text()), json.loads(rm_eval.read_text())
     records = {f"reward model held-out accuracy ({rm_eval})": round(rm["val_accuracy"], 4)}
     if "val_gold_accuracy" in rm:
@@ -94,5 +131,7 @@ def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], data_s
             spread = max(getattr(row, f"{metric}_std"), sft[f"{metric}_std"])
             records[f"{row.algorithm} − SFT {metric}"] = (f"{gap:+.3f} ({gap / spread:+.1f} seed std)"
                                                           if spread > 0 else f"{gap:+.3f}")
-    out_md.write_text(markdown(df, records))
+    records["prompt order"] = "identical for every algorithm of a seed (SHA-256 in each run.json)"
+    out_md.write_text(markdown(df, records) + "\nBudget per run (mean over seeds, from each run.json):\n\n"
+                      + budget.drop(columns="model_size").to_markdown(index=False, floatfmt=".0f") + "\n")
     return df

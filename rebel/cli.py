@@ -5,7 +5,8 @@
     python -m rebel reward-model --config C --data D --sft results/N/sft/model.json --out results/N/rm
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
     python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
-    python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md
+    python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md \
+                                 --budget tables/table1_budget.csv
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rebel.algorithms import AlgorithmNotFound
-from rebel.config import ConfigError, load_config
+from rebel.config import ConfigError, HarnessError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, required=True)
         if name == "train":
             p.add_argument("--algorithm", required=True)
-    stage("table1", "results", "csv", "md")
+    stage("table1", "results", "csv", "md", "budget")
     return parser
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, NotImplementedError, AlgorithmNotFound) as exc:
+    except (HarnessError, FileNotFoundError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -96,7 +96,9 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
     elif args.stage == "table1":
         from eval.tables import write_table1
 
-        evals = {(algo, seed): args.results / algo / f"seed{seed}" / "eval.json"
-                 for algo in ["sft", *cfg["algorithms"]] for seed in cfg["seeds"]}
-        write_table1(cfg, evals, args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
-                     args.csv, args.md)
+        def files(algorithms: list[str], name: str) -> dict:
+            return {(a, seed): args.results / a / f"seed{seed}" / name for a in algorithms for seed in cfg["seeds"]}
+
+        write_table1(cfg, files(["sft", *cfg["algorithms"]], "eval.json"), files(cfg["algorithms"], "run.json"),
+                     args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
+                     args.csv, args.md, args.budget)

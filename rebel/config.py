@@ -15,7 +15,11 @@ CONFIG_DIR = REPO_ROOT / "workflow" / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
 
 
-class ConfigError(ValueError):
+class HarnessError(Exception):
+    """A problem with what the user asked for or supplied, reported by the CLI in one line."""
+
+
+class ConfigError(HarnessError, ValueError):
     """A configuration problem, with a one-line message naming the key and what is allowed."""
 
 

@@ -21,6 +21,10 @@ def test_table1_has_sft_and_rebel_rows_from_pipeline_files(smoke_run):
         assert row.rm_score_mean == pytest.approx(written["rm_score"], abs=1e-4)
         assert row.kl_mean == pytest.approx(written["kl"], abs=1e-4)
     assert "reward model held-out accuracy" in (smoke_run / "tables" / "table1.md").read_text()
+    budget = pd.read_csv(smoke_run / "tables" / "table1_budget.csv")
+    run = json.loads((smoke_run / "results" / "smoke" / "rebel" / "seed1" / "run.json").read_text())
+    assert budget.algorithm.tolist() == ["REBEL"]
+    assert budget.iloc[0].reward_model_calls == run["counters"]["reward_model_calls"] == 2 * budget.iloc[0].prompts
 
 
 def test_reward_goes_up_during_training(smoke_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from rebel.algorithms.base import Algorithm
+from rebel.config import HarnessError
 
 BUILTIN: dict[str, str] = {
     "rebel": "rebel.algorithms.rebel:REBEL",
@@ -16,7 +17,7 @@ BUILTIN: dict[str, str] = {
 }
 
 
-class AlgorithmNotFound(LookupError):
+class AlgorithmNotFound(HarnessError, LookupError):
     """An algorithm name that is neither registered nor an importable ``module:Class``."""
 
 

@@ -1,12 +1,14 @@
 rule table1:
-    """Table 1: winrate, RM score and KL per algorithm over seeds, paper numbers beside."""
+    """Table 1: winrate, RM score and KL per algorithm over seeds, paper numbers beside; the budget table."""
     input:
         evaluations=expand(f"{RUN}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
+        runs=expand(f"{RUN}/{{algorithm}}/seed{{seed}}/run.json", algorithm=config["algorithms"], seed=config["seeds"]),
         stats=f"{DATA}/stats.json",
         rm=f"{RUN}/rm/eval.json",
     output:
         csv="tables/table1.csv",
         md="tables/table1.md",
+        budget="tables/table1_budget.csv",
     params:
         cmd=stage("table1"),
         results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats)),
@@ -15,4 +17,5 @@ rule table1:
     conda:
         ENV
     shell:
-        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md}"
+        " --budget {output.budget} > {log} 2>&1"

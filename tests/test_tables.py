@@ -1,0 +1,31 @@
+"""Table building: the identical-prompt check and the budget table, on run records written by hand."""
+
+import pytest
+
+from eval.tables import UnfairComparison, budget_table, check_identical_prompts
+
+CFG = {"model_size": "tiny", "algorithms": ["rebel", "rloo_k4"]}
+
+
+def _run(sha: str, k: int, prompts: int) -> dict:
+    return {"prompt_order_sha256": sha, "samples_per_prompt": k,
+            "counters": {"prompts": prompts, "generations": k * prompts, "generated_tokens": 10 * k * prompts,
+                         "reward_model_calls": k * prompts, "optimizer_steps": 8}}
+
+
+def test_runs_of_a_seed_must_share_the_prompt_order():
+    runs = {("rebel", 1): _run("a" * 64, 2, 100), ("rloo_k4", 1): _run("a" * 64, 4, 100),
+            ("rebel", 2): _run("b" * 64, 2, 100), ("rloo_k4", 2): _run("b" * 64, 4, 100)}
+    check_identical_prompts(runs)  # different seeds may differ
+    runs[("rloo_k4", 2)] = _run("c" * 64, 4, 100)
+    with pytest.raises(UnfairComparison, match=r"^seed 2: the algorithms trained on different prompt orders "
+                                               r"\(rebel=bbbbbbbbbbbb, rloo_k4=cccccccccccc\)"):
+        check_identical_prompts(runs)
+
+
+def test_budget_table_averages_counters_over_seeds():
+    runs = {("rebel", 1): _run("a", 2, 100), ("rebel", 2): _run("b", 2, 300), ("rloo_k4", 1): _run("a", 4, 100)}
+    table = budget_table(CFG, runs).set_index("algorithm")
+    assert table.loc["REBEL", "n_seeds"] == 2 and table.loc["REBEL", "prompts"] == 200
+    assert table.loc["RLOO (k=4)", "reward_model_calls"] == 400
+    assert table.loc["RLOO (k=4)", "samples_per_prompt"] == 4
