@@ -31,7 +31,7 @@ from rebel import checkpoint
 from rebel import data as D
 from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
-from rebel.config import ConfigError
+from rebel.config import ConfigError, HarnessError
 from rebel.generation import BACKENDS, sample_responses
 from rebel.profiling import peak_rss_mib, phase
 from rebel.rollout import Rollout
@@ -226,7 +226,8 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     if found is not None:
         meta = checkpoint.load(found, trainable, optimizer, scheduler)
         if meta["prompt_order_sha256"] != run_info["prompt_order_sha256"]:
-            raise RuntimeError(f"checkpoint in '{work}' was made with another prompt order; delete it to restart")
+            raise HarnessError(f"checkpoint in '{work}' was made with another prompt order (data or "
+                               "policy.iterations/prompts_per_iteration changed); delete it to restart")
         start, counters = meta["iteration"] + 1, meta["counters"]
         algorithm.load_state_dict(meta["algorithm_state"])
     if accelerator.is_main_process:
