@@ -37,7 +37,7 @@ class IterativeDPO(Algorithm):
 
     def loss(self, logprobs: torch.Tensor, batch: Rollout,
              values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logratio = batch.grouped((logprobs - batch.logprobs).sum(-1))
+        logratio = batch.grouped_logratio(logprobs)
         rewards = batch.grouped(batch.rewards)
         sign = torch.sign(rewards[:, 0] - rewards[:, 1])
         margin = self.params.beta * (logratio[:, 0] - logratio[:, 1])

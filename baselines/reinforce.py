@@ -29,8 +29,6 @@ class REINFORCEParams:
     def __post_init__(self) -> None:
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-        if self.epochs_per_iteration < 1:
-            raise ValueError(f"epochs_per_iteration must be >= 1, got {self.epochs_per_iteration}")
 
 
 class REINFORCE(Algorithm):

@@ -30,10 +30,6 @@ class RLOOParams:
     epochs_per_iteration: int = 1
     """Update passes per batch (appendix H.1.5 lists none for RLOO: one on-policy pass)."""
 
-    def __post_init__(self) -> None:
-        if self.epochs_per_iteration < 1:
-            raise ValueError(f"epochs_per_iteration must be >= 1, got {self.epochs_per_iteration}")
-
 
 def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """``[prompts, k]`` rewards → ``r_i − mean_{j≠i} r_j`` per prompt (k ≥ 2)."""

@@ -49,6 +49,10 @@ class Rollout:
         """A copy carrying per-token advantages and returns (set once per iteration by ``prepare``)."""
         return replace(self, advantages=advantages, returns=returns)
 
+    def grouped_logratio(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """``[prompts, k]`` sequence log-ratios ``log πθ(y|x) − log π_t(y|x)`` of per-token ``logprobs``."""
+        return self.grouped((logprobs - self.logprobs).sum(-1))
+
     def grouped(self, values: torch.Tensor) -> torch.Tensor:
         """View a per-row ``[N, ...]`` tensor as ``[prompts, k, ...]``."""
         return values.reshape(self.num_prompts, self.samples_per_prompt, *values.shape[1:])

@@ -40,6 +40,8 @@ class Algorithm(ABC):
 
     def __init__(self, params: Any) -> None:
         self.params = params
+        if self.epochs_per_iteration is not None and self.epochs_per_iteration < 1:
+            raise ValueError(f"epochs_per_iteration must be >= 1, got {self.epochs_per_iteration}")
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> "Algorithm":

@@ -46,7 +46,7 @@ class REBEL(Algorithm):
 
     def loss(self, logprobs: torch.Tensor, batch: Rollout,
              values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logratio = batch.grouped((logprobs - batch.logprobs).sum(-1))
+        logratio = batch.grouped_logratio(logprobs)
         residuals = rebel_residuals(logratio, batch.grouped(batch.rewards), self.params.eta)
         loss = residuals.pow(2).mean()
         return loss, {"regression_mse": loss.detach()}
