@@ -2,6 +2,7 @@
 
     snakemake --cores all tables/table1.csv                          # embedded default config
     snakemake --cores all --configfile workflow/configs/smoke.yaml   # any other config
+    snakemake --cores all tables/search.csv                          # the learning-rate search
 """
 
 from snakemake.utils import min_version
@@ -15,6 +16,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:

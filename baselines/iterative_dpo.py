@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from baselines.dpo import preference_loss
 from rebel.algorithms.base import Algorithm
 from rebel.rollout import Rollout
 
@@ -37,9 +37,6 @@ class IterativeDPO(Algorithm):
 
     def loss(self, logprobs: torch.Tensor, batch: Rollout,
              values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logratio = batch.grouped_logratio(logprobs)
-        rewards = batch.grouped(batch.rewards)
-        sign = torch.sign(rewards[:, 0] - rewards[:, 1])
-        margin = self.params.beta * (logratio[:, 0] - logratio[:, 1])
-        loss = -F.logsigmoid(sign * margin).mean()
-        return loss, {"preference_accuracy": ((sign * margin) > 0).float().mean()}
+        loss, accuracy = preference_loss(batch.grouped_logratio(logprobs), batch.grouped(batch.rewards),
+                                         self.params.beta)
+        return loss, {"preference_accuracy": accuracy}

@@ -29,7 +29,7 @@ from rebel.loop import micro_batches, score_batches
 
 
 def test_subset(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """A seeded subset of the test split, independent of the policy being evaluated."""
+    """A seeded subset of an evaluation split, independent of the policy being evaluated."""
     index = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     return [rows[i] for i in index]
 
@@ -57,8 +57,9 @@ def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list
 
 @torch.no_grad()
 def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_dir: Path, sft_ref: Path,
-                    rm_ref: Path, judge: Judge, out: Path) -> dict[str, Any]:
-    """Evaluate a policy; writes ``out/generations.jsonl`` and ``out/eval.json``."""
+                    rm_ref: Path, judge: Judge, out: Path, split: str = "test") -> dict[str, Any]:
+    """Evaluate a policy on the ``split`` prompts (``val`` for the hyperparameter search);
+    writes ``out/generations.jsonl`` and ``out/eval.json``."""
     device = M.resolve_device(cfg["runtime"]["device"])
     dtype, batch = cfg["model"]["dtype"], cfg["eval"]["batch_size"]
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
@@ -67,7 +68,7 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     reference = M.Reference(policy, None if is_adapter else M.load_policy(M.read_model_ref(sft_ref), dtype).to(device))
     reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval()
 
-    rows = test_subset(D.read_jsonl(data_dir / "test.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"])
+    rows = test_subset(D.read_jsonl(data_dir / f"{split}.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"])
     prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
     torch.manual_seed(seed)
     backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -87,7 +88,7 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     judged = winrate(judge, prompts, texts, [r["reference"] for r in rows], seed)
 
     result: dict[str, Any] = {
-        "seed": seed, "n_prompts": len(rows), "judge": judge.name,
+        "seed": seed, "split": split, "n_prompts": len(rows), "judge": judge.name,
         "winrate": judged["winrate"], "judged": judged["judged"], "ties": judged["ties"],
         "judge_parse_failures": judged["parse_failures"],
         "rm_score": scores.mean().item(), "kl": (logp - ref_logp).mean().item(),

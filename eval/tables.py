@@ -83,26 +83,42 @@ def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
 
 
 def check_identical_prompts(runs: dict[tuple[str, int], dict[str, Any]]) -> None:
-    """Fail unless every algorithm of a seed recorded the same prompt-order SHA-256 (``run.json``)."""
-    by_seed: dict[int, dict[str, str]] = {}
+    """Fail unless the online algorithms of a seed drew their prompts from the same seeded stream
+    (``prompt_stream_sha256`` of each ``run.json``) and runs of equal length saw the same prompts
+    in the same order (``prompt_order_sha256``). Runs differ in length only when matched by
+    reward-model calls; offline runs (DPO) read preference pairs instead and are not compared.
+    """
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
     for (algorithm, seed), run in runs.items():
-        by_seed.setdefault(seed, {})[algorithm] = run["prompt_order_sha256"]
-    for seed, digests in sorted(by_seed.items()):
-        if len(set(digests.values())) > 1:
-            listed = ", ".join(f"{a}={d[:12]}" for a, d in sorted(digests.items()))
-            raise UnfairComparison(f"seed {seed}: the algorithms trained on different prompt orders ({listed}); "
-                                   "rerun them with the same data and policy.iterations/prompts_per_iteration")
+        if run["data"] == "prompts":
+            by_seed.setdefault(seed, {})[algorithm] = run
+    for seed, seed_runs in sorted(by_seed.items()):
+        for key, groups in (("prompt_stream_sha256", [seed_runs]),
+                            ("prompt_order_sha256", _by_length(seed_runs))):
+            for group in groups:
+                if len({run[key] for run in group.values()}) > 1:
+                    listed = ", ".join(f"{a}={run[key][:12]}" for a, run in sorted(group.items()))
+                    raise UnfairComparison(f"seed {seed}: the algorithms trained on different prompts ({key}: "
+                                           f"{listed}); rerun them with the same data and policy settings")
+
+
+def _by_length(runs: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    groups: dict[int, dict[str, dict[str, Any]]] = {}
+    for algorithm, run in runs.items():
+        groups.setdefault(run["counters"]["prompts"], {})[algorithm] = run
+    return list(groups.values())
 
 
 def budget_table(cfg: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> pd.DataFrame:
     """What each algorithm consumed, mean over seeds: prompts, generations, tokens, reward-model calls, steps."""
-    records = [{"algorithm": display_name(algo), "seed": seed, "samples_per_prompt": run["samples_per_prompt"],
-                "prompt_order_sha256": run["prompt_order_sha256"], **run["counters"]}
+    records = [{"algorithm": display_name(algo), "seed": seed, "data": run["data"], "lr": run["lr"],
+                "iterations": run["iterations"], "samples_per_prompt": run["samples_per_prompt"], **run["counters"]}
                for (algo, seed), run in runs.items()]
     grouped = pd.DataFrame(records).groupby("algorithm", sort=False)
     out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": [display_name(a) for a in cfg["algorithms"]]})
     out["n_seeds"] = out.algorithm.map(grouped.size())
-    out["samples_per_prompt"] = out.algorithm.map(grouped["samples_per_prompt"].first())
+    for column in ("data", "lr", "iterations", "samples_per_prompt"):
+        out[column] = out.algorithm.map(grouped[column].first())
     for counter in COUNTERS:
         out[counter] = out.algorithm.map(grouped[counter].mean())
     return out
@@ -131,7 +147,8 @@ def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], runs: 
             spread = max(getattr(row, f"{metric}_std"), sft[f"{metric}_std"])
             records[f"{row.algorithm} − SFT {metric}"] = (f"{gap:+.3f} ({gap / spread:+.1f} seed std)"
                                                           if spread > 0 else f"{gap:+.3f}")
-    records["prompt order"] = "identical for every algorithm of a seed (SHA-256 in each run.json)"
+    records["prompt order"] = ("the same seeded prompt stream for every online algorithm of a seed, identical order "
+                               "for runs of equal length (SHA-256 in each run.json); DPO reads the preference pairs")
     out_md.write_text(markdown(df, records) + "\nBudget per run (mean over seeds, from each run.json):\n\n"
                       + budget.drop(columns="model_size").to_markdown(index=False, floatfmt=".0f") + "\n")
     return df

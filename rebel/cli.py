@@ -5,6 +5,7 @@
     python -m rebel reward-model --config C --data D --sft results/N/sft/model.json --out results/N/rm
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
     python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
+    python -m rebel search-table --config C --results results/N/search --csv tables/search.csv --md tables/search.md
     python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md \
                                  --budget tables/table1_budget.csv
 """
@@ -41,7 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, required=True)
         if name == "train":
             p.add_argument("--algorithm", required=True)
+            p.add_argument("--lr", type=float, default=None,
+                           help="learning rate of this run (the search's grid point; default: the config's)")
+        else:
+            p.add_argument("--split", choices=["test", "val"], default="test",
+                           help="prompts to evaluate on (val: the hyperparameter search)")
     stage("table1", "results", "csv", "md", "budget")
+    stage("search-table", "results", "csv", "md")
     return parser
 
 
@@ -85,6 +92,9 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         from rebel.loop import train_online
 
         monitor = gold_sample_monitor if cfg["data"]["source"] == "synthetic" else None
+        if args.lr is not None:
+            overrides = cfg["policy_overrides"].get(args.algorithm, {})
+            cfg = cfg | {"policy_overrides": cfg["policy_overrides"] | {args.algorithm: overrides | {"lr": args.lr}}}
         train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
                      out=args.out, monitor=monitor)
     elif args.stage == "evaluate":
@@ -92,7 +102,11 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         from eval.judges import make_judge
 
         evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                        judge=make_judge(cfg), out=args.out)
+                        judge=make_judge(cfg), out=args.out, split=args.split)
+    elif args.stage == "search-table":
+        from eval.search import write_search_table
+
+        write_search_table(cfg, args.results, args.csv, args.md)
     elif args.stage == "table1":
         from eval.tables import write_table1
 

@@ -70,11 +70,20 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
             algorithm.from_config(config["algorithm_params"].get(name, {}))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: key 'algorithm_params.{name}': {exc}") from None
-    for name in config["algorithm_params"]:
-        if name not in config["algorithms"]:
-            raise ConfigError(f"{source}: key 'algorithm_params.{name}' names an algorithm not in "
-                              f"'algorithms' ({', '.join(config['algorithms'])})")
+    for section in ("algorithm_params", "policy_overrides"):
+        for name in config[section]:
+            if name not in config["algorithms"]:
+                raise ConfigError(f"{source}: key '{section}.{name}' names an algorithm not in "
+                                  f"'algorithms' ({', '.join(config['algorithms'])})")
+    if config["search"]["seed"] in config["seeds"]:
+        raise ConfigError(f"{source}: key 'search.seed': {config['search']['seed']} is one of 'seeds'; the "
+                          "search must not select on the reported runs")
     return config
+
+
+def policy_settings(config: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    """The config as one algorithm's run sees it: ``policy`` updated by ``policy_overrides.<algorithm>``."""
+    return config | {"policy": config["policy"] | config["policy_overrides"].get(algorithm, {})}
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Every later stage reads only what this stage wrote (``results/<name>/data/``):
 
 - ``{train,val,test}.jsonl``: ``{"id", "subreddit", "title", "post", "reference"}``
-- ``prefs_{train,val}.jsonl``: the same prompt fields plus ``"chosen"``, ``"rejected"``
+- ``prefs_{train,val}.jsonl``: ``{"id", "subreddit", "title", "post", "chosen", "rejected"}``
 - ``tokenizer/``: a Hugging Face tokenizer (trained locally, or the model's own)
 - ``stats.json``: measured properties of the data
 
@@ -59,15 +59,15 @@ def _synthetic_rows(rng: random.Random, n: int, split: str) -> Iterator[dict[str
 
 
 def _preference_rows(rng: random.Random, n: int, minimal_fraction: float,
-                     temperature: float) -> Iterator[dict[str, Any]]:
-    for _ in range(n):
+                     temperature: float, split: str) -> Iterator[dict[str, Any]]:
+    for i in range(n):
         post = task.make_post(rng)
         a = task.candidate_summary(post, rng)
         b = task.corrupt(post, a, rng) if rng.random() < minimal_fraction else task.candidate_summary(post, rng)
         prompt = task.format_prompt(post.subreddit, post.title, post.body)
         label = task.annotate(prompt, a, b, rng, temperature)
         chosen, rejected = (a, b) if label == 0 else (b, a)
-        yield {"subreddit": post.subreddit, "title": post.title, "post": post.body,
+        yield {"id": f"pref-{split}-{i}", "subreddit": post.subreddit, "title": post.title, "post": post.body,
                "chosen": chosen, "rejected": rejected}
 
 
@@ -91,7 +91,7 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     rng = random.Random(cfg["data"]["seed"])
     splits = {s: list(_synthetic_rows(rng, syn[f"n_{s}"], s)) for s in ("train", "val", "test")}
     prefs = {s: list(_preference_rows(rng, syn[f"n_pref_{s}"], syn["minimal_pair_fraction"],
-                                      syn["annotator_temperature"])) for s in ("train", "val")}
+                                      syn["annotator_temperature"], s)) for s in ("train", "val")}
     texts = [prompt_text(r) + r["reference"] for rows in splits.values() for r in rows]
     texts += [prompt_text(r) + r["chosen"] + r["rejected"] for r in prefs["train"]]
     tokenizer = train_tokenizer(texts, syn["vocab_size"])
@@ -144,10 +144,10 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         rows = prefs[name]
         limit = hub["max_pref_train"] if split == "train" and hub["max_pref_train"] else len(rows)
         write_jsonl(out / f"prefs_{split}.jsonl", (
-            {**{k: r["info"][k] or "" for k in fields},
+            {"id": f"pref-{split}-{i}", **{k: r["info"][k] or "" for k in fields},
              "chosen": " " + r["summaries"][r["choice"]]["text"].strip(),
              "rejected": " " + r["summaries"][1 - r["choice"]]["text"].strip()}
-            for r in rows.select(range(min(limit, len(rows))))))
+            for i, r in enumerate(rows.select(range(min(limit, len(rows)))))))
     load_tokenizer(cfg["model"]["base"]).save_pretrained(out / "tokenizer")
     return {"source": "hub", "sft_dataset": hub["sft_dataset"], "preference_dataset": hub["preference_dataset"]}
 

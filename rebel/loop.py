@@ -10,6 +10,9 @@ Per iteration t (paper Algorithm 1 and appendix H.1.4):
      count, else the config's) over minibatches of whole prompts, with AdamW and a
      linearly decaying learning rate;
   5. log one line to ``metrics.jsonl`` and checkpoint.
+
+An offline algorithm (DPO) goes through the same loop with steps 2–3 replaced by reading
+the next preference pairs of a seeded order (:func:`preference_rollout`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from rebel import checkpoint
 from rebel import data as D
 from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
-from rebel.config import ConfigError, HarnessError
+from rebel.config import ConfigError, HarnessError, policy_settings
 from rebel.generation import BACKENDS, sample_responses
 from rebel.profiling import peak_rss_mib, phase
 from rebel.rollout import Rollout
@@ -71,6 +74,17 @@ def micro_batches(batch_size: int, *tensors: torch.Tensor) -> list[tuple[torch.T
     return [tuple(t[i:i + batch_size] for t in tensors) for i in range(0, n, batch_size)]
 
 
+def _logprobs(policy: torch.nn.Module, reference: M.Reference, chunks: list[tuple[torch.Tensor, ...]],
+              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log π_t and log π_0 of the responses in ``chunks``, at the sampling temperature."""
+    def logprobs_of(model):
+        return lambda *c: M.response_logprobs(model, *c, temperature=temperature)
+
+    logprobs = score_batches(logprobs_of(policy), chunks)
+    with reference.model() as ref_model:
+        return logprobs, score_batches(logprobs_of(ref_model), chunks)
+
+
 def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_model: torch.nn.Module,
                     prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, algorithm: Algorithm,
                     cfg: dict[str, Any], tokenizer, backend, timings: dict[str, float],
@@ -86,13 +100,7 @@ def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_mode
             batch_size=batch_size, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     with phase(timings, "scoring", device):
         chunks = micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask)
-
-        def logprobs_of(model):
-            return lambda *c: M.response_logprobs(model, *c, temperature=pol["temperature"])
-
-        logprobs = score_batches(logprobs_of(policy), chunks)
-        with reference.model() as ref_model:
-            ref_logprobs = score_batches(logprobs_of(ref_model), chunks)
+        logprobs, ref_logprobs = _logprobs(policy, reference, chunks, pol["temperature"])
         rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
         values = None if critic is None else score_batches(lambda *c: M.token_values(critic, *c), chunks)
     scores = torch.where(has_eos, rm, torch.full_like(rm, pol["missing_eos_penalty"]))
@@ -101,6 +109,33 @@ def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_mode
                    has_eos=has_eos, logprobs=logprobs, ref_logprobs=ref_logprobs, scores=scores,
                    rewards=token_rewards.sum(-1), token_rewards=token_rewards,
                    samples_per_prompt=algorithm.samples_per_prompt, values=values)
+
+
+def preference_rollout(policy: torch.nn.Module, reference: M.Reference, rows: list[dict[str, Any]], *,
+                       cfg: dict[str, Any], tokenizer, timings: dict[str, float],
+                       device: torch.device) -> Rollout:
+    """An offline algorithm's batch: each pair's chosen then rejected response, with log π_t and log π_0.
+
+    The preference label takes the reward's place: ``scores = rewards`` is 1 for the chosen
+    and 0 for the rejected response (no reward model, no KL shaping).
+    """
+    data, batch_size = cfg["data"], cfg["runtime"]["rollout_batch_size"]
+    prompt_ids, prompt_mask = D.encode_prompts(tokenizer, rows, data["prompt_length"])
+    r_ids, r_mask = D.encode_responses(tokenizer, [t for r in rows for t in (r["chosen"], r["rejected"])],
+                                       data["response_length"])
+    p_ids, p_mask = (t.repeat_interleave(2, dim=0).to(device) for t in (prompt_ids, prompt_mask))
+    r_ids, r_mask = r_ids.to(device), r_mask.to(device)
+    last = r_mask.sum(-1).long() - 1
+    has_eos = r_ids[torch.arange(len(r_ids), device=device), last] == tokenizer.eos_token_id
+    policy.eval()
+    with phase(timings, "scoring", device):
+        logprobs, ref_logprobs = _logprobs(policy, reference, micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask),
+                                           cfg["policy"]["temperature"])
+    labels = torch.tensor([1.0, 0.0], device=device).repeat(len(rows))
+    return Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
+                   has_eos=has_eos, logprobs=logprobs, ref_logprobs=ref_logprobs, scores=labels,
+                   rewards=labels, token_rewards=shaped_token_rewards(labels, logprobs, ref_logprobs, r_mask, 0.0),
+                   samples_per_prompt=2)
 
 
 def shaped_token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
@@ -152,6 +187,26 @@ def epochs_of(algorithm: Algorithm, cfg: dict[str, Any]) -> int:
     return algorithm.epochs_per_iteration or cfg["policy"]["epochs_per_iteration"]
 
 
+def iterations_of(algorithm: Algorithm, pol: dict[str, Any], num_rows: int) -> int:
+    """Policy iterations of one run.
+
+    Online algorithms run ``policy.iterations``; with ``policy.reward_model_calls`` set they
+    are matched by reward-model calls instead: ``⌊calls / (prompts_per_iteration · k)⌋``, so an
+    algorithm with one sample per prompt runs twice as many iterations as REBEL. An offline
+    algorithm runs ``⌈epochs · pairs / prompts_per_iteration⌉``.
+    """
+    per_iteration = pol["prompts_per_iteration"]
+    if algorithm.offline:
+        return math.ceil(algorithm.params.epochs * num_rows / per_iteration)
+    if pol["reward_model_calls"] is None:
+        return pol["iterations"]
+    iterations = pol["reward_model_calls"] // (per_iteration * algorithm.samples_per_prompt)
+    if iterations < 1:
+        raise ConfigError(f"key 'policy.reward_model_calls': {pol['reward_model_calls']} calls do not cover one "
+                          f"iteration of {per_iteration} prompts × {algorithm.samples_per_prompt} samples")
+    return iterations
+
+
 def _check_sharding(pol: dict[str, Any], processes: int) -> None:
     for key in ("prompts_per_iteration", "minibatch_prompts"):
         if pol[key] % processes:
@@ -169,6 +224,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     global prompt order is unchanged), statistics are averaged and counters summed, and
     only the main process writes.
     """
+    cfg = policy_settings(cfg, algorithm_name)
     pol, dtype = cfg["policy"], cfg["model"]["dtype"]
     device = M.resolve_device(cfg["runtime"]["device"])
     accelerator = Accelerator(cpu=device.type == "cpu")
@@ -176,7 +232,8 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     _check_sharding(pol, world)
     algorithm = resolve_algorithm(algorithm_name).from_config(cfg["algorithm_params"].get(algorithm_name, {}))
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
-    prompts = D.read_jsonl(data_dir / "train.jsonl")
+    prompts = D.read_jsonl(data_dir / ("prefs_train.jsonl" if algorithm.offline else "train.jsonl"))
+    iterations = iterations_of(algorithm, pol, len(prompts))
 
     torch.manual_seed(seed)
     sft = M.read_model_ref(sft_ref)
@@ -186,7 +243,8 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         reference = M.Reference(policy, None)
     else:
         reference = M.Reference(policy, M.load_policy(sft, dtype).to(device))
-    reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval().requires_grad_(False)
+    reward_model = None if algorithm.offline else (
+        M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval().requires_grad_(False))
     critic = None
     if algorithm.needs_value_model:  # initialized from the reward model (Huang et al. 2024; appendix H.1.2)
         critic = M.load_reward_model(M.read_model_ref(rm_ref), dtype)
@@ -201,7 +259,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     steps_per_iteration = epochs_of(algorithm, cfg) * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
     optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=pol["lr"],
                                   eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
-    scheduler = get_scheduler(pol["schedule"], optimizer, 0, pol["iterations"] * steps_per_iteration)
+    scheduler = get_scheduler(pol["schedule"], optimizer, 0, iterations * steps_per_iteration)
     # The scheduler stays unprepared: accelerate would step it once per process, but the global
     # minibatch is split across processes, so one optimizer step is one scheduler step.
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -209,11 +267,14 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         critic = accelerator.prepare(critic)
     backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
 
-    schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], pol["iterations"], seed)
+    schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], iterations, seed)
     run_info = {
         "algorithm": algorithm_name, "seed": seed, "samples_per_prompt": algorithm.samples_per_prompt,
-        "iterations": pol["iterations"], "prompts_per_iteration": pol["prompts_per_iteration"],
+        "data": "preference pairs" if algorithm.offline else "prompts",
+        "iterations": iterations, "prompts_per_iteration": pol["prompts_per_iteration"], "lr": pol["lr"],
         "prompt_order_sha256": schedule_sha256([prompts[i]["id"] for i in schedule.reshape(-1)]),
+        # The seeded stream every run of this seed draws its prefix from (its first pass over the data).
+        "prompt_stream_sha256": schedule_sha256([prompts[i]["id"] for i in prompt_schedule(len(prompts), len(prompts), 1, seed)[0]]),
         "trainable_parameters": sum(p.numel() for p in trainable.parameters() if p.requires_grad),
         "device": str(device), "processes": world, "torch": torch.__version__,
     }
@@ -238,34 +299,38 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
 
     k = algorithm.samples_per_prompt
     shard = pol["prompts_per_iteration"] // world
-    for iteration in tqdm(range(start, pol["iterations"]), initial=start, total=pol["iterations"],
+    for iteration in tqdm(range(start, iterations), initial=start, total=iterations,
                           desc=f"{algorithm_name} seed {seed}", mininterval=5,
                           disable=not accelerator.is_main_process):
         torch.manual_seed(_iteration_seed(seed, iteration) + rank)
         generator = torch.Generator().manual_seed(_iteration_seed(seed, iteration) + rank)
         rows = [prompts[i] for i in schedule[iteration][rank * shard:(rank + 1) * shard]]
-        prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
         timings: dict[str, float] = {}
-        rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
-                                  prompt_mask, algorithm=algorithm, cfg=cfg, tokenizer=tokenizer,
-                                  backend=backend, timings=timings, device=device,
-                                  critic=None if critic is None else accelerator.unwrap_model(critic).eval())
+        if algorithm.offline:
+            rollout = preference_rollout(accelerator.unwrap_model(policy), reference, rows, cfg=cfg,
+                                         tokenizer=tokenizer, timings=timings, device=device)
+        else:
+            prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
+            rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
+                                      prompt_mask, algorithm=algorithm, cfg=cfg, tokenizer=tokenizer,
+                                      backend=backend, timings=timings, device=device,
+                                      critic=None if critic is None else accelerator.unwrap_model(critic).eval())
         with phase(timings, "update", device):
             stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler,
                            accelerator, cfg, generator, critic)
-        means = {
-            "reward": rollout.rewards.mean().item(),
-            "rm_score": rollout.scores.mean().item(),
-            "kl": (rollout.logprobs.sum(-1) - rollout.ref_logprobs.sum(-1)).mean().item(),
-            "eos_rate": rollout.has_eos.float().mean().item(),
-            "response_tokens": rollout.response_mask.sum(-1).float().mean().item(),
-            **stats,
-        }
-        if monitor is not None:
-            texts = D.decode_responses(tokenizer, rollout.response_ids, rollout.response_mask)
-            means |= monitor([r for r in rows for _ in range(k)], texts, rollout.has_eos.cpu())
-        counts = {"prompts": len(rows), "generations": len(rollout), "generated_tokens": rollout.response_ids.numel(),
-                  "reward_model_calls": len(rollout)}
+        logratio = rollout.logprobs.sum(-1) - rollout.ref_logprobs.sum(-1)  # log π_t(y|x) − log π_0(y|x)
+        means = {"response_tokens": rollout.response_mask.sum(-1).float().mean().item(), **stats}
+        counts = {"prompts": len(rows), "generations": 0, "generated_tokens": 0, "reward_model_calls": 0}
+        if algorithm.offline:  # on the data set's responses: DPO's implicit rewards (over β)
+            means |= {"chosen_logratio": logratio[0::2].mean().item(), "rejected_logratio": logratio[1::2].mean().item()}
+        else:  # on π_t's own samples: an estimate of KL(π_t‖π_0)
+            means |= {"kl": logratio.mean().item(), "reward": rollout.rewards.mean().item(),
+                      "rm_score": rollout.scores.mean().item(), "eos_rate": rollout.has_eos.float().mean().item()}
+            counts |= {"generations": len(rollout), "generated_tokens": rollout.response_ids.numel(),
+                       "reward_model_calls": len(rollout)}
+            if monitor is not None:
+                texts = D.decode_responses(tokenizer, rollout.response_ids, rollout.response_mask)
+                means |= monitor([r for r in rows for _ in range(k)], texts, rollout.has_eos.cpu())
         means, counts = _reduce(accelerator, means, "mean"), _reduce(accelerator, counts, "sum")
         for key, value in counts.items():
             counters[key] += int(value)
@@ -276,7 +341,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         if accelerator.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == pol["iterations"]:
+            if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == iterations:
                 checkpoint.save(work / "state", trainable, optimizer, scheduler,
                                 {"iteration": iteration, "counters": counters,
                                  "prompt_order_sha256": run_info["prompt_order_sha256"],

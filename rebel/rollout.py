@@ -49,9 +49,11 @@ class Rollout:
         """A copy carrying per-token advantages and returns (set once per iteration by ``prepare``)."""
         return replace(self, advantages=advantages, returns=returns)
 
-    def grouped_logratio(self, logprobs: torch.Tensor) -> torch.Tensor:
-        """``[prompts, k]`` sequence log-ratios ``log πθ(y|x) − log π_t(y|x)`` of per-token ``logprobs``."""
-        return self.grouped((logprobs - self.logprobs).sum(-1))
+    def grouped_logratio(self, logprobs: torch.Tensor, against_reference: bool = False) -> torch.Tensor:
+        """``[prompts, k]`` sequence log-ratios ``log πθ(y|x) − log π_t(y|x)`` of per-token ``logprobs``
+        (``− log π_0(y|x)``, the SFT reference, with ``against_reference``)."""
+        anchor = self.ref_logprobs if against_reference else self.logprobs
+        return self.grouped((logprobs - anchor).sum(-1))
 
     def grouped(self, values: torch.Tensor) -> torch.Tensor:
         """View a per-row ``[N, ...]`` tensor as ``[prompts, k, ...]``."""

@@ -1,4 +1,4 @@
-"""Baseline losses and the shared reward shaping against hand-computed values (Iterative DPO, REINFORCE, RLOO, PPO)."""
+"""Baseline losses and the shared reward shaping against hand-computed values (DPO, iterative DPO, REINFORCE, RLOO, PPO)."""
 
 import dataclasses
 import math
@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from baselines.dpo import DPO
 from baselines.iterative_dpo import IterativeDPO, IterativeDPOParams
 from baselines.ppo import PPO, PPOParams, gae, masked_whiten
 from baselines.reinforce import REINFORCE, REINFORCEParams
@@ -57,6 +58,19 @@ def test_iterative_dpo_loss_by_hand():
     # Swapping which sample has the higher reward flips the preferred direction.
     swapped, _ = IterativeDPO(IterativeDPOParams(beta=0.5)).loss(new, make_rollout(old, rewards[[1, 0, 2, 3, 4, 5]]))
     assert swapped.item() == pytest.approx((math.log1p(math.exp(1.0)) + 2 * math.log(2.0)) / 3, abs=1e-6)
+
+
+def test_dpo_loss_anchors_at_the_reference_by_hand():
+    new = torch.tensor([[-1.0], [-2.0], [-1.0], [-3.0]])
+    rollout = make_rollout(torch.full((4, 1), -9.0), torch.tensor([1.0, 0.0, 1.0, 0.0]))  # π_t is not used
+    rollout = dataclasses.replace(rollout, ref_logprobs=torch.tensor([[-2.0], [-1.0], [-1.0], [-1.0]]))
+    # log-ratios to π_0: (1, -1) and (0, -2); chosen first; beta 0.5 -> margins 1 and 1
+    loss, stats = DPO.from_config({"beta": 0.5}).loss(new, rollout)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-6)
+    assert stats["preference_accuracy"].item() == 1.0
+    assert DPO.offline and DPO.from_config({}).params.epochs == 1.0  # appendix H.1.5: one epoch
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        DPO.from_config({"epochs": 0})
 
 
 def test_reinforce_moving_average_baseline_by_hand():

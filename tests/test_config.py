@@ -40,10 +40,15 @@ def test_default_config_is_embedded():
     (lambda c: c["policy"].update(iterations=0), "key 'policy.iterations': 0 is less than the minimum of 1"),
     (lambda c: c["policy"].pop("kl_coef"), "key 'policy' is missing 'kl_coef'"),
     (lambda c: c["data"].update(source="web"), "key 'data.source': 'web' is not one of ['synthetic', 'hub']"),
-    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4"),
+    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4"),
     (lambda c: c["algorithm_params"].update(rebel={"eta": -1}), "key 'algorithm_params.rebel': eta must be > 0"),
     (lambda c: c["algorithm_params"].update(rebel={"beta": 1}), "key 'algorithm_params.rebel': unknown hyperparameter 'beta'"),
-    (lambda c: c["algorithm_params"].update(dpo={}), "key 'algorithm_params.dpo' names an algorithm not in 'algorithms'"),
+    (lambda c: c["algorithm_params"].update(sppo={}), "key 'algorithm_params.sppo' names an algorithm not in 'algorithms'"),
+    (lambda c: c["policy_overrides"].update(sppo={"lr": 1e-3}), "key 'policy_overrides.sppo' names an algorithm not in 'algorithms'"),
+    (lambda c: c["policy_overrides"].update(rebel={"kl_coef": 0.5}), "unknown key 'policy_overrides.rebel.kl_coef'; allowed keys here: adam_eps, lr"),
+    (lambda c: c["algorithm_params"].update(dpo={"epochs": 0}), "key 'algorithm_params.dpo': epochs must be > 0"),
+    (lambda c: c["search"].update(seed=1), "key 'search.seed': 1 is one of 'seeds'; the search must not select on the reported runs"),
+    (lambda c: c["policy"].update(reward_model_calls=0), "key 'policy.reward_model_calls': 0 is less than the minimum of 1"),
     (lambda c: c["data"].update(source="hub", hub=yaml.safe_load((CONFIG_DIR / "tldr-1.4b.yaml").read_text())["data"]["hub"]),
      "key 'eval.judge.type': 'gold' needs data.source 'synthetic'"),
     (lambda c: c["model"]["base"].update(id="EleutherAI/pythia-1.4b-deduped"), "unknown key 'model.base.id'"),
@@ -116,6 +121,6 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown algorithm 'ppo2'; registered: iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4 "
+        "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4 "
         "(or name one by import path 'module:Class')"]
     assert not (tmp_path / "out").exists()

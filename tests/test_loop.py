@@ -10,10 +10,14 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from conftest import SMOKE
-from rebel.loop import prompt_schedule
+from eval.tables import check_identical_prompts
+from rebel.algorithms import resolve_algorithm
+from rebel.config import ConfigError
+from rebel.loop import iterations_of, prompt_schedule
 
 TIMING = ("seconds", "peak_", "lr")
 
@@ -42,7 +46,7 @@ def _metrics(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["rebel", "reinforce", "ppo"])  # state across iterations: a baseline, a critic
+@pytest.mark.parametrize("algorithm", ["rebel", "reinforce", "ppo", "dpo"])  # a baseline, a critic, offline data
 def test_killed_run_resumes_to_identical_results(smoke_run, tmp_path, algorithm):
     subprocess.run(_train(smoke_run, tmp_path / "straight", algorithm), check=True, capture_output=True)
 
@@ -88,15 +92,64 @@ def test_two_processes_split_prompts_and_sum_counters(smoke_run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm, k, passes", [("iterative_dpo", 2, 2), ("ppo", 1, 2), ("reinforce", 1, 1),
-                                                  ("rloo_k2", 2, 1), ("rloo_k4", 4, 1)])
-def test_each_baseline_runs_on_the_shared_loop(smoke_run, tmp_path, algorithm, k, passes):
-    """Same prompts as REBEL, k samples per prompt, and the algorithm's own number of update passes."""
-    subprocess.run(_train(smoke_run, tmp_path, algorithm), check=True, capture_output=True)
-    run = json.loads((tmp_path / "run.json").read_text())
-    rebel = json.loads((smoke_run / "results/smoke/rebel/seed1/run.json").read_text())
+                                                  ("rloo_k2", 2, 1), ("rloo_k4", 4, 1), ("rebel", 2, 2)])
+def test_each_online_algorithm_runs_on_the_shared_loop(smoke_run, algorithm, k, passes):
+    """The smoke pipeline's runs: same prompts as REBEL, k samples per prompt, the algorithm's own passes."""
+    folder = smoke_run / "results" / "smoke"
+    run = json.loads((folder / algorithm / "seed1" / "run.json").read_text())
+    rebel = json.loads((folder / "rebel" / "seed1" / "run.json").read_text())
     assert run["prompt_order_sha256"] == rebel["prompt_order_sha256"]
     counters = run["counters"]
     assert counters["generations"] == counters["reward_model_calls"] == k * counters["prompts"] == k * rebel["counters"]["prompts"]
     assert counters["optimizer_steps"] == run["iterations"] * passes * 2  # 16 prompts in minibatches of 8
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / algorithm / "seed1" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_dpo_runs_offline_on_the_preference_pairs(smoke_run):
+    folder = smoke_run / "results" / "smoke" / "dpo" / "seed1"
+    run = json.loads((folder / "run.json").read_text())
+    assert run["data"] == "preference pairs"
+    assert run["iterations"] == math.ceil(0.16 * 1000 / 16)  # algorithm_params.dpo.epochs of the 1,000 pairs
+    counters = run["counters"]
+    assert counters["prompts"] == 16 * run["iterations"]
+    assert counters["generations"] == counters["generated_tokens"] == counters["reward_model_calls"] == 0
+    assert counters["optimizer_steps"] == run["iterations"] * 2  # one pass, minibatches of 8 pairs
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["chosen_logratio"] == pytest.approx(0.0, abs=1e-5)  # π_t = π_0 before the first update
+    assert "rm_score" not in rows[-1] and "kl" not in rows[-1]
+    # DPO separates the pairs: the chosen responses gain probability relative to the rejected ones.
+    assert rows[-1]["chosen_logratio"] - rows[-1]["rejected_logratio"] > 0
+    assert rows[-1]["preference_accuracy"] > rows[0]["preference_accuracy"]
+
+
+def test_iterations_matched_by_reward_model_calls():
+    pol = {"iterations": 40, "prompts_per_iteration": 64, "reward_model_calls": None}
+    rebel, reinforce, rloo_k4, dpo = (resolve_algorithm(a).from_config(p) for a, p in (
+        ("rebel", {}), ("reinforce", {}), ("rloo_k4", {}), ("dpo", {"epochs": 0.5})))
+    assert [iterations_of(a, pol, 1000) for a in (rebel, reinforce, rloo_k4)] == [40, 40, 40]
+    assert iterations_of(dpo, pol, 1000) == math.ceil(500 / 64)
+    pol["reward_model_calls"] = 40 * 64 * 2  # REBEL's calls at 40 iterations
+    assert [iterations_of(a, pol, 1000) for a in (rebel, reinforce, rloo_k4)] == [40, 80, 20]
+    pol["reward_model_calls"] = 100
+    with pytest.raises(ConfigError, match=r"^key 'policy.reward_model_calls': 100 calls do not cover one iteration"):
+        iterations_of(rebel, pol, 1000)
+
+
+@pytest.mark.slow
+def test_matched_by_reward_model_calls_a_run_draws_more_of_the_same_prompt_stream(smoke_run, tmp_path):
+    config = yaml.safe_load(SMOKE.read_text())
+    config["policy"]["reward_model_calls"] = 10 * 16 * 2  # REBEL's calls in the smoke pipeline
+    path = tmp_path / "calls.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = _train(smoke_run, tmp_path / "reinforce", "reinforce")
+    command[command.index("--config") + 1] = str(path)
+    subprocess.run(command, check=True, capture_output=True)
+    run = json.loads((tmp_path / "reinforce" / "run.json").read_text())
+    rebel = json.loads((smoke_run / "results/smoke/rebel/seed1/run.json").read_text())
+    assert run["iterations"] == 2 * rebel["iterations"]
+    assert run["counters"]["reward_model_calls"] == rebel["counters"]["reward_model_calls"]
+    assert run["prompt_stream_sha256"] == rebel["prompt_stream_sha256"]
+    assert run["prompt_order_sha256"] != rebel["prompt_order_sha256"]
+    check_identical_prompts({("rebel", 1): rebel, ("reinforce", 1): run})

@@ -10,21 +10,39 @@ from conftest import snakemake
 pytestmark = pytest.mark.slow
 
 
-def test_table1_has_sft_and_rebel_rows_from_pipeline_files(smoke_run):
+ROWS = {"SFT": "sft", "DPO": "dpo", "Iterative DPO": "iterative_dpo", "PPO": "ppo", "REINFORCE": "reinforce",
+        "RLOO (k=2)": "rloo_k2", "RLOO (k=4)": "rloo_k4", "REBEL": "rebel"}
+
+
+def test_table1_has_every_algorithm_row_from_pipeline_files(smoke_run):
     table = pd.read_csv(smoke_run / "tables" / "table1.csv")
-    assert table.algorithm.tolist() == ["SFT", "REBEL"]
+    assert table.algorithm.tolist() == list(ROWS)
     assert (table.n_seeds == 1).all()
-    for algorithm, folder in (("SFT", "sft"), ("REBEL", "rebel")):
+    for algorithm, folder in ROWS.items():
         written = json.loads((smoke_run / "results" / "smoke" / folder / "seed1" / "eval.json").read_text())
         row = table[table.algorithm == algorithm].iloc[0]
         assert row.winrate_mean == pytest.approx(written["winrate"], abs=1e-4)
         assert row.rm_score_mean == pytest.approx(written["rm_score"], abs=1e-4)
         assert row.kl_mean == pytest.approx(written["kl"], abs=1e-4)
     assert "reward model held-out accuracy" in (smoke_run / "tables" / "table1.md").read_text()
-    budget = pd.read_csv(smoke_run / "tables" / "table1_budget.csv")
-    run = json.loads((smoke_run / "results" / "smoke" / "rebel" / "seed1" / "run.json").read_text())
-    assert budget.algorithm.tolist() == ["REBEL"]
-    assert budget.iloc[0].reward_model_calls == run["counters"]["reward_model_calls"] == 2 * budget.iloc[0].prompts
+    budget = pd.read_csv(smoke_run / "tables" / "table1_budget.csv").set_index("algorithm")
+    assert budget.index.tolist() == list(ROWS)[1:]
+    for algorithm, folder in list(ROWS.items())[1:]:
+        run = json.loads((smoke_run / "results" / "smoke" / folder / "seed1" / "run.json").read_text())
+        assert budget.loc[algorithm, "reward_model_calls"] == run["counters"]["reward_model_calls"]
+    assert budget.loc["REBEL", "reward_model_calls"] == 2 * budget.loc["REBEL", "prompts"]
+    assert budget.loc["DPO", "reward_model_calls"] == 0 and budget.loc["DPO", "data"] == "preference pairs"
+    assert budget.prompts.nunique() == 1  # matched by iterations: the same prompts (pairs for DPO) for all
+
+
+def test_online_algorithms_of_a_seed_saw_identical_prompts(smoke_run):
+    runs = {folder: json.loads((smoke_run / "results" / "smoke" / folder / "seed1" / "run.json").read_text())
+            for folder in list(ROWS.values())[1:]}
+    online = {a: r for a, r in runs.items() if a != "dpo"}
+    assert all(r["data"] == "prompts" for r in online.values())
+    assert len({r["prompt_order_sha256"] for r in online.values()}) == 1
+    assert len({r["prompt_stream_sha256"] for r in online.values()}) == 1
+    assert runs["dpo"]["prompt_order_sha256"] not in {r["prompt_order_sha256"] for r in online.values()}
 
 
 def test_reward_goes_up_during_training(smoke_run):

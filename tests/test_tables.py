@@ -7,19 +7,30 @@ from eval.tables import UnfairComparison, budget_table, check_identical_prompts
 CFG = {"model_size": "tiny", "algorithms": ["rebel", "rloo_k4"]}
 
 
-def _run(sha: str, k: int, prompts: int) -> dict:
-    return {"prompt_order_sha256": sha, "samples_per_prompt": k,
+def _run(sha: str, k: int, prompts: int, stream: str = "s" * 64, data: str = "prompts") -> dict:
+    return {"prompt_order_sha256": sha, "prompt_stream_sha256": stream, "samples_per_prompt": k, "data": data,
+            "lr": 1e-3, "iterations": prompts // 10,
             "counters": {"prompts": prompts, "generations": k * prompts, "generated_tokens": 10 * k * prompts,
                          "reward_model_calls": k * prompts, "optimizer_steps": 8}}
 
 
 def test_runs_of_a_seed_must_share_the_prompt_order():
     runs = {("rebel", 1): _run("a" * 64, 2, 100), ("rloo_k4", 1): _run("a" * 64, 4, 100),
-            ("rebel", 2): _run("b" * 64, 2, 100), ("rloo_k4", 2): _run("b" * 64, 4, 100)}
-    check_identical_prompts(runs)  # different seeds may differ
+            ("rebel", 2): _run("b" * 64, 2, 100), ("rloo_k4", 2): _run("b" * 64, 4, 100),
+            ("dpo", 2): _run("d" * 64, 2, 100, stream="p" * 64, data="preference pairs")}
+    check_identical_prompts(runs)  # different seeds may differ; the offline run reads other data
     runs[("rloo_k4", 2)] = _run("c" * 64, 4, 100)
-    with pytest.raises(UnfairComparison, match=r"^seed 2: the algorithms trained on different prompt orders "
-                                               r"\(rebel=bbbbbbbbbbbb, rloo_k4=cccccccccccc\)"):
+    with pytest.raises(UnfairComparison, match=r"^seed 2: the algorithms trained on different prompts "
+                                               r"\(prompt_order_sha256: rebel=bbbbbbbbbbbb, rloo_k4=cccccccccccc\)"):
+        check_identical_prompts(runs)
+
+
+def test_runs_matched_by_reward_model_calls_share_the_prompt_stream():
+    # Matched by calls, REINFORCE (k = 1) consumes twice REBEL's prompts: orders differ, the stream may not.
+    runs = {("rebel", 1): _run("a" * 64, 2, 100), ("reinforce", 1): _run("b" * 64, 1, 200)}
+    check_identical_prompts(runs)
+    runs[("reinforce", 1)] = _run("b" * 64, 1, 200, stream="t" * 64)
+    with pytest.raises(UnfairComparison, match=r"prompt_stream_sha256: rebel=ssssssssssss, reinforce=tttttttttttt"):
         check_identical_prompts(runs)
 
 

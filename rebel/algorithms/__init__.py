@@ -9,6 +9,7 @@ from rebel.config import HarnessError
 
 BUILTIN: dict[str, str] = {
     "rebel": "rebel.algorithms.rebel:REBEL",
+    "dpo": "baselines.dpo:DPO",
     "iterative_dpo": "baselines.iterative_dpo:IterativeDPO",
     "ppo": "baselines.ppo:PPO",
     "reinforce": "baselines.reinforce:REINFORCE",

@@ -31,6 +31,10 @@ class Algorithm(ABC):
     """
 
     samples_per_prompt: ClassVar[int] = 1
+    offline: ClassVar[bool] = False
+    """True: trained on the data set's preference pairs instead of samples of π_t. The loop
+    then builds each iteration's batch from the next pairs (chosen, then rejected; k = 2), makes
+    no generations and no reward-model calls, and runs ``Params.epochs`` passes over the pairs."""
     needs_value_model: ClassVar[bool] = False
     """True: the loop trains a critic initialized from the reward model (LoRA as the policy)
     with the same optimizer, records its values at rollout and passes current values to the loss."""
@@ -42,6 +46,8 @@ class Algorithm(ABC):
         self.params = params
         if self.epochs_per_iteration is not None and self.epochs_per_iteration < 1:
             raise ValueError(f"epochs_per_iteration must be >= 1, got {self.epochs_per_iteration}")
+        if self.offline and not getattr(params, "epochs", 0) > 0:
+            raise ValueError("an offline algorithm needs a Params field 'epochs' > 0 (passes over the pairs)")
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> "Algorithm":

@@ -37,6 +37,7 @@ DATA_FILES = [f"{DATA}/{name}" for name in (
 wildcard_constraints:
     algorithm="|".join(re.escape(a) for a in ["sft", *config["algorithms"]]),
     seed=r"\d+",
+    lr=r"[0-9.e+-]+",
 
 
 def stage(name):

@@ -1,0 +1,72 @@
+# The learning-rate search: every algorithm gets the same grid (search.lr), one run at
+# search.seed (not a reported seed) with the reported runs' budget, judged on validation prompts.
+SEARCH = f"{RUN}/search"
+SEARCH_LRS = [f"{lr:g}" for lr in config["search"]["lr"]]
+
+
+rule search_train:
+    """One algorithm at one grid learning rate, through the shared online loop."""
+    input:
+        data=DATA_FILES,
+        sft=SFT_REF,
+        rm=RM_REF,
+    output:
+        policy=f"{SEARCH}/{{algorithm}}/lr{{lr}}/policy/model.json",
+        run=f"{SEARCH}/{{algorithm}}/lr{{lr}}/run.json",
+    params:
+        settings=lambda wc: fingerprint([config["policy"], config["algorithm_params"].get(wc.algorithm, {})]),
+        cmd=stage("train"),
+        seed=config["search"]["seed"],
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output.run),
+    threads: config["runtime"]["threads"]
+    log:
+        f"{LOGS}/search/{{algorithm}}_lr{{lr}}_train.log",
+    conda:
+        ENV
+    shell:
+        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
+        " --algorithm {wildcards.algorithm} --seed {params.seed} --lr {wildcards.lr} --out {params.out} > {log} 2>&1"
+
+
+rule search_evaluate:
+    """The search run's judge winrate, RM score and KL on the validation prompts."""
+    input:
+        data=DATA_FILES,
+        sft=SFT_REF,
+        rm=RM_REF,
+        policy=f"{SEARCH}/{{algorithm}}/lr{{lr}}/policy/model.json",
+    output:
+        f"{SEARCH}/{{algorithm}}/lr{{lr}}/eval.json",
+    params:
+        settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
+        cmd=stage("evaluate"),
+        seed=config["search"]["seed"],
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output[0]),
+    threads: config["runtime"]["threads"]
+    log:
+        f"{LOGS}/search/{{algorithm}}_lr{{lr}}_evaluate.log",
+    conda:
+        ENV
+    shell:
+        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
+        " --policy {input.policy} --seed {params.seed} --split val --out {params.out} > {log} 2>&1"
+
+
+rule search_table:
+    """Every grid point's validation numbers and the learning rate selected per algorithm."""
+    input:
+        expand(f"{SEARCH}/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"], lr=SEARCH_LRS),
+    output:
+        csv="tables/search.csv",
+        md="tables/search.md",
+    params:
+        cmd=stage("search-table"),
+        results=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(input[0]))),
+    log:
+        f"{LOGS}/search/table.log",
+    conda:
+        ENV
+    shell:
+        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1"
