@@ -133,7 +133,7 @@ def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], runs: 
     budget = budget_table(cfg, run_records)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False, float_format="%.4f")
-    budget.to_csv(out_budget, index=False, float_format="%.1f")
+    budget.to_csv(out_budget, index=False, float_format="%.6g")
     stats, rm = json.loads(data_stats.read_text()), json.loads(rm_eval.read_text())
     records = {f"reward model held-out accuracy ({rm_eval})": round(rm["val_accuracy"], 4)}
     if "val_gold_accuracy" in rm:
@@ -150,5 +150,5 @@ def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], runs: 
     records["prompt order"] = ("the same seeded prompt stream for every online algorithm of a seed, identical order "
                                "for runs of equal length (SHA-256 in each run.json); DPO reads the preference pairs")
     out_md.write_text(markdown(df, records) + "\nBudget per run (mean over seeds, from each run.json):\n\n"
-                      + budget.drop(columns="model_size").to_markdown(index=False, floatfmt=".0f") + "\n")
+                      + budget.drop(columns="model_size").to_markdown(index=False, floatfmt=".6g") + "\n")
     return df

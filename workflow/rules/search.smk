@@ -14,7 +14,9 @@ rule search_train:
         policy=f"{SEARCH}/{{algorithm}}/lr{{lr}}/policy/model.json",
         run=f"{SEARCH}/{{algorithm}}/lr{{lr}}/run.json",
     params:
-        settings=lambda wc: fingerprint([config["policy"], config["algorithm_params"].get(wc.algorithm, {})]),
+        # The grid point replaces the learning rate, so neither policy.lr nor policy_overrides enter.
+        settings=lambda wc: fingerprint([{k: v for k, v in config["policy"].items() if k != "lr"},
+                                         config["algorithm_params"].get(wc.algorithm, {})]),
         cmd=stage("train"),
         seed=config["search"]["seed"],
         data=lambda wc, input: os.path.dirname(input.data[0]),

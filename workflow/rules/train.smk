@@ -9,7 +9,8 @@ rule train:
         metrics=f"{RUN}/{{algorithm}}/seed{{seed}}/metrics.jsonl",
         run=f"{RUN}/{{algorithm}}/seed{{seed}}/run.json",
     params:
-        settings=lambda wc: fingerprint([config["policy"], config["algorithm_params"].get(wc.algorithm, {})]),
+        settings=lambda wc: fingerprint([policy_settings(config, wc.algorithm)["policy"],
+                                         config["algorithm_params"].get(wc.algorithm, {})]),
         cmd=stage("train"),
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.run),
