@@ -45,7 +45,7 @@ def test_default_config_is_embedded():
     (lambda c: c["algorithm_params"].update(rebel={"beta": 1}), "key 'algorithm_params.rebel': unknown hyperparameter 'beta'"),
     (lambda c: c["algorithm_params"].update(sppo={}), "key 'algorithm_params.sppo' names an algorithm not in 'algorithms'"),
     (lambda c: c["policy_overrides"].update(sppo={"lr": 1e-3}), "key 'policy_overrides.sppo' names an algorithm not in 'algorithms'"),
-    (lambda c: c["policy_overrides"].update(rebel={"kl_coef": 0.5}), "unknown key 'policy_overrides.rebel.kl_coef'; allowed keys here: adam_eps, lr"),
+    (lambda c: c["policy_overrides"].update(rebel={"kl_coef": 0.5}), "unknown key 'policy_overrides.rebel.kl_coef'; allowed keys here: adam_eps, lr, minibatch_prompts"),
     (lambda c: c["algorithm_params"].update(dpo={"epochs": 0}), "key 'algorithm_params.dpo': epochs must be > 0"),
     (lambda c: c["search"].update(seed=1), "key 'search.seed': 1 is one of 'seeds'; the search must not select on the reported runs"),
     (lambda c: c["policy"].update(reward_model_calls=0), "key 'policy.reward_model_calls': 0 is less than the minimum of 1"),
