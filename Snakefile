@@ -3,6 +3,7 @@
     snakemake --cores all tables/table1.csv                          # embedded default config
     snakemake --cores all --configfile workflow/configs/smoke.yaml   # any other config
     snakemake --cores all tables/search.csv                          # the learning-rate search
+    snakemake --cores all tables/bandit.csv                          # the exact-optimum testbed
 """
 
 from snakemake.utils import min_version
@@ -17,6 +18,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/bandit.smk"
 
 
 rule all:

@@ -6,6 +6,9 @@
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
     python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
     python -m rebel search-table --config C --results results/N/search --csv tables/search.csv --md tables/search.md
+    python -m rebel bandit       --bandit-config workflow/configs/bandit.yaml --algorithm A --out results/bandit/A
+    python -m rebel bandit-report --bandit-config F --results results/bandit --csv tables/bandit.csv \
+                                  --md tables/bandit.md --png figures/bandit.png
     python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md \
                                  --budget tables/table1_budget.csv
 """
@@ -49,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="prompts to evaluate on (val: the hyperparameter search)")
     stage("table1", "results", "csv", "md", "budget")
     stage("search-table", "results", "csv", "md")
+    stage("bandit", "bandit-config", "out").add_argument("--algorithm", required=True)
+    stage("bandit-report", "bandit-config", "results", "csv", "md", "png")
     return parser
 
 
@@ -103,6 +108,16 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
 
         evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
                         judge=make_judge(cfg), out=args.out, split=args.split)
+    elif args.stage == "bandit":
+        from rebel.bandit import BanditConfig, write_runs
+
+        write_runs(BanditConfig.load(args.bandit_config), args.algorithm, args.out)
+    elif args.stage == "bandit-report":
+        from eval.bandit_report import write_bandit_report
+        from rebel.bandit import BanditConfig
+
+        bandit = BanditConfig.load(args.bandit_config)
+        write_bandit_report(args.results, list(bandit.algorithms), list(bandit.seeds), args.csv, args.md, args.png)
     elif args.stage == "search-table":
         from eval.search import write_search_table
 

@@ -1,0 +1,67 @@
+"""The exact-optimum testbed: the closed-form optimum, the tabular policy's log-probs, and convergence."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import snakemake
+from rebel import models as M
+from rebel.bandit import BanditConfig, Problem, TabularPolicy, run
+from rebel.config import CONFIG_DIR, ConfigError
+
+DEFAULT = BanditConfig.load(CONFIG_DIR / "bandit.yaml")
+
+
+def test_optimum_maximizes_the_objective_and_the_gap_is_beta_kl():
+    problem = Problem.make(dataclasses.replace(DEFAULT, beta=0.3))
+    best = problem.objective(problem.optimal_logprobs)
+    assert best == pytest.approx((0.3 * torch.logsumexp(problem.ref_logprobs + problem.rewards / 0.3, -1)).mean().item())
+    for seed in range(5):
+        logits = torch.randn(problem.rewards.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        logprobs = torch.log_softmax(logits, -1)
+        gap = best - problem.objective(logprobs)
+        assert gap > 0
+        # J(π*) − J(π) = β KL(π‖π*): the regularized objective's gap is exactly a KL.
+        assert gap == pytest.approx(0.3 * problem.kl_to_optimum(logprobs), rel=1e-10)
+
+
+def test_tabular_policy_log_probs_through_the_shared_code():
+    policy = TabularPolicy(torch.randn(3, 5, generator=torch.Generator().manual_seed(0)))
+    contexts, responses = torch.tensor([[0], [2], [2]]), torch.tensor([[4], [1], [3]])
+    ones = torch.ones(3, 1, dtype=torch.long)
+    logprobs = M.response_logprobs(policy, contexts, ones, responses, ones, temperature=1.0)
+    expected = torch.log_softmax(policy.logits, -1)[contexts[:, 0], responses[:, 0]]
+    torch.testing.assert_close(logprobs[:, 0], expected)
+
+
+def test_rebel_reaches_the_optimum_and_iterative_dpo_does_not():
+    cfg = dataclasses.replace(DEFAULT, seeds=(1,))
+    rebel, idpo = run(cfg, "rebel", 1), run(cfg, "iterative_dpo", 1)
+    assert rebel[0]["relative_gap"] == 1.0 and rebel[-1]["iteration"] == cfg.iterations
+    assert rebel[-1]["relative_gap"] < 1e-3  # issue 5: below 1e-3 of the starting gap
+    # Sign labels keep only the order of the rewards: iterative DPO's fixed point is not π*.
+    assert idpo[-1]["relative_gap"] > 1e-3
+    assert rebel[-1]["reward_queries"] == cfg.iterations * cfg.contexts_per_iteration * 2
+
+
+def test_bad_bandit_config_fails_in_one_line(tmp_path):
+    path = tmp_path / "bandit.yaml"
+    path.write_text("algorithms: [rebel]\nseeds: [1]\nlr: {rebel: 1.0}\nbetta: 1.0\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'betta'; allowed keys: algorithm_params, algorithms"):
+        BanditConfig.load(path)
+    with pytest.raises(ConfigError, match=r"key 'lr.ppo': missing"):
+        BanditConfig(algorithms=("ppo",), seeds=(1,))
+    with pytest.raises(ConfigError, match=r"'dpo' is offline"):
+        BanditConfig(algorithms=("dpo",), seeds=(1,), lr={"dpo": 1.0})
+
+
+@pytest.mark.slow
+def test_snakemake_builds_the_testbed_table_and_figure(tmp_path):
+    snakemake(tmp_path, "tables/bandit.csv")
+    table = pd.read_csv(tmp_path / "tables" / "bandit.csv").set_index("algorithm")
+    assert list(table.index) == ["Iterative DPO", "PPO", "REINFORCE", "RLOO (k=2)", "RLOO (k=4)", "REBEL"]
+    assert (table.n_seeds == 3).all()
+    assert table.loc["REBEL", "final_relative_gap_mean"] < 1e-3
+    assert (tmp_path / "figures" / "bandit.png").stat().st_size > 10_000 and (tmp_path / "figures" / "bandit.pdf").is_file()
