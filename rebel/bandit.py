@@ -41,7 +41,7 @@ from rebel.rollout import Rollout
 
 @dataclasses.dataclass(frozen=True)
 class BanditConfig:
-    """The testbed's settings (``workflow/configs/bandit.yaml``)."""
+    """The testbed's settings (``workflow/configs/testbed/bandit.yaml``)."""
 
     algorithms: tuple[str, ...]
     seeds: tuple[int, ...]

@@ -6,7 +6,7 @@
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
     python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
     python -m rebel search-table --config C --results results/N/search --csv tables/search.csv --md tables/search.md
-    python -m rebel bandit       --bandit-config workflow/configs/bandit.yaml --algorithm A --out results/bandit/A
+    python -m rebel bandit       --bandit-config workflow/configs/testbed/bandit.yaml --algorithm A --out results/bandit/A
     python -m rebel bandit-report --bandit-config F --results results/bandit --csv tables/bandit.csv \
                                   --md tables/bandit.md --png figures/bandit.png
     python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md \

@@ -11,7 +11,7 @@ from rebel import models as M
 from rebel.bandit import BanditConfig, Problem, TabularPolicy, run
 from rebel.config import CONFIG_DIR, ConfigError
 
-DEFAULT = BanditConfig.load(CONFIG_DIR / "bandit.yaml")
+DEFAULT = BanditConfig.load(CONFIG_DIR / "testbed" / "bandit.yaml")
 
 
 def test_optimum_maximizes_the_objective_and_the_gap_is_beta_kl():
