@@ -62,6 +62,11 @@ class BanditConfig:
     minibatch_contexts: int = 16
     epochs_per_iteration: int = 4
     """Update passes for algorithms without their own count (as ``policy.epochs_per_iteration``)."""
+    preference_strength: float | None = None
+    """When set, Appendix D's general-preference setting: no reward table but a rock–paper–scissors
+    preference l(y, y') = 2 P(y ≻ y') − 1 ∈ {0, ±strength} over 3 responses (intransitive, so no
+    reward model can represent it), and each sample's reward is its preference l(x, y, y'') against
+    one more sample y'' ∼ π_t of the same context (SPO self-play; Swamy et al. 2024)."""
     lr: dict[str, float] = dataclasses.field(default_factory=dict)
     """Adam learning rate per algorithm (the same search for every algorithm: README)."""
     algorithm_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -72,6 +77,8 @@ class BanditConfig:
                 raise ConfigError(f"key 'lr.{name}': missing; every algorithm of the testbed needs a learning rate")
             if resolve_algorithm(name).offline:
                 raise ConfigError(f"key 'algorithms': '{name}' is offline and needs a preference data set")
+        if self.preference_strength is not None and (self.responses != 3 or not 0 < self.preference_strength <= 1):
+            raise ConfigError("key 'preference_strength': needs responses: 3 and a strength in (0, 1]")
 
     @classmethod
     def load(cls, path: Path) -> "BanditConfig":
@@ -91,13 +98,18 @@ class Problem:
     rewards: torch.Tensor        # [X, Y]
     ref_logits: torch.Tensor     # [X, Y]
     beta: float
+    preference: torch.Tensor | None = None   # [Y, Y] skew-symmetric l(y, y'), the same in every context
 
     @classmethod
     def make(cls, cfg: BanditConfig) -> "Problem":
         g = torch.Generator().manual_seed(cfg.problem_seed)
         rewards = cfg.reward_std * torch.randn(cfg.contexts, cfg.responses, generator=g, dtype=torch.float64)
         ref_logits = cfg.reference_std * torch.randn(cfg.contexts, cfg.responses, generator=g, dtype=torch.float64)
-        return cls(rewards, ref_logits, cfg.beta)
+        preference = None
+        if cfg.preference_strength is not None:  # y beats y − 1 (mod 3): rock < paper < scissors < rock
+            beats = torch.roll(torch.eye(3, dtype=torch.float64), -1, dims=1)
+            preference = cfg.preference_strength * (beats - beats.T)
+        return cls(rewards, ref_logits, cfg.beta, preference)
 
     @property
     def ref_logprobs(self) -> torch.Tensor:
@@ -113,6 +125,11 @@ class Problem:
         probs = logprobs.exp()
         per_context = (probs * self.rewards).sum(-1) - self.beta * (probs * (logprobs - self.ref_logprobs)).sum(-1)
         return per_context.mean().item()
+
+    def duality_gap(self, probs: torch.Tensor) -> float:
+        """Appendix D.1: max_π l(π, π̂) − min_π l(π̂, π) = 2 max_y l(y, π̂) by skew-symmetry; 0 only at the
+        minimax winner (uniform for rock–paper–scissors). Mean over contexts of ``[X, Y]`` probabilities."""
+        return (2 * (probs @ self.preference.T).max(-1).values).mean().item()
 
     def kl_to_optimum(self, logprobs: torch.Tensor) -> float:
         """E_x KL(π(·|x) ‖ π*(·|x))."""
@@ -169,13 +186,20 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
     schedule = prompt_schedule(cfg.contexts, cfg.contexts_per_iteration, cfg.iterations, seed)
     sampler = torch.Generator().manual_seed(seed)
     best, start_gap = problem.objective(problem.optimal_logprobs), None
+    average = torch.zeros_like(problem.ref_logits)  # the average of π_0 … π_t (the iterate MD guarantees cover)
     records = []
     for iteration in range(cfg.iterations + 1):
         logprobs_table = policy.log_probs()
-        gap = best - problem.objective(logprobs_table)
-        start_gap = gap if start_gap is None else start_gap
-        records.append({"iteration": iteration, "reward_queries": iteration * cfg.contexts_per_iteration * k,
-                        "gap": gap, "relative_gap": gap / start_gap, "kl_to_optimum": problem.kl_to_optimum(logprobs_table)})
+        record: dict[str, float] = {"iteration": iteration, "reward_queries": iteration * cfg.contexts_per_iteration * k}
+        if problem.preference is None:
+            gap = best - problem.objective(logprobs_table)
+            start_gap = gap if start_gap is None else start_gap
+            record |= {"gap": gap, "relative_gap": gap / start_gap, "kl_to_optimum": problem.kl_to_optimum(logprobs_table)}
+        else:
+            average += (logprobs_table.exp() - average) / (iteration + 1)
+            record |= {"duality_gap": problem.duality_gap(logprobs_table.exp()),
+                       "average_duality_gap": problem.duality_gap(average)}
+        records.append(record)
         if iteration == cfg.iterations:
             break
         contexts = torch.as_tensor(schedule[iteration]).repeat_interleave(k)
@@ -186,7 +210,11 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
             logprobs = M.response_logprobs(policy, ids, mask, r_ids, mask, temperature=1.0)
             ref_logprobs = M.response_logprobs(reference, ids, mask, r_ids, mask, temperature=1.0)
             values = None if critic is None else M.token_values(critic, ids, mask, r_ids, mask)
-        scores = problem.rewards[contexts, responses].float()
+        if problem.preference is None:
+            scores = problem.rewards[contexts, responses].float()
+        else:  # the win rate against one more sample of π_t per context (Appendix D.2)
+            opponents = torch.multinomial(logprobs_table[contexts[::k]].exp(), 1, generator=sampler).squeeze(-1)
+            scores = problem.preference[responses, opponents.repeat_interleave(k)].float()
         if cfg.reward_noise:
             scores = scores + cfg.reward_noise * torch.randn(len(scores), generator=sampler)
         token_rewards = shaped_token_rewards(scores, logprobs, ref_logprobs, mask, cfg.beta)
@@ -200,6 +228,28 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
         algorithm.observe({"reward": rollout.rewards.mean().item(), **stats})
         records[-1] |= {"loss": stats["loss"], "reward": rollout.rewards.mean().item()}
     return records
+
+
+def bradley_terry_policy(cfg: BanditConfig, steps: int = 2000) -> torch.Tensor:
+    """The reward-model route on a preference problem: fit a Bradley–Terry reward r̂ by maximum
+    likelihood on infinitely many pairs y, y' ∼ π_ref (exact expected log-likelihood), then take its
+    KL-regularized optimum π_ref exp(r̂/β)/Z. Returns the ``[X, Y]`` probabilities."""
+    problem = Problem.make(cfg)
+    ref = problem.ref_logprobs.exp()
+    wins = (1 + problem.preference) / 2                               # P(y ≻ y')
+    pairs = ref[:, :, None] * ref[:, None, :]                         # [X, Y, Y]
+    reward = torch.zeros_like(problem.ref_logits, requires_grad=True)
+    optimizer = torch.optim.LBFGS([reward], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimizer.zero_grad()
+        margin = reward[:, :, None] - reward[:, None, :]
+        loss = -(pairs * wins * torch.nn.functional.logsigmoid(margin)).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(nll)
+    return torch.softmax(problem.ref_logprobs + reward.detach() / cfg.beta, -1)
 
 
 def write_runs(cfg: BanditConfig, algorithm_name: str, out: Path) -> None:
