@@ -8,7 +8,7 @@ which is counted and reported rather than replaced by a coin flip.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -49,6 +49,16 @@ def make_judge(cfg: dict[str, Any]) -> Judge:
         return GoldJudge()
     raise NotImplementedError(f"eval.judge.type '{kind}' is not implemented yet (the OpenAI-compatible judge is "
                               "its own issue); use 'gold' on the embedded task")
+
+
+def preference_oracle(judge: Judge) -> Callable[[list[dict[str, Any]], list[str], list[str]], torch.Tensor]:
+    """The judge as the preference oracle of self-play training (Appendix D): P(a ≻ b | x) is 1, 0, or
+    ½ for a tie; an unparseable answer carries no preference and also counts ½."""
+    def oracle(rows: list[dict[str, Any]], a: list[str], b: list[str]) -> torch.Tensor:
+        answers = judge.judge([D.prompt_text(r) for r in rows], a, b)
+        return torch.tensor([1.0 if p == "A" else 0.0 if p == "B" else 0.5 for p in answers])
+
+    return oracle
 
 
 def gold_sample_monitor(rows: list[dict[str, Any]], texts: list[str], has_eos: torch.Tensor) -> dict[str, float]:

@@ -93,15 +93,17 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
 
         train_reward_model(cfg, args.data, args.sft, args.out, device)
     elif args.stage == "train":
-        from eval.judges import gold_sample_monitor
+        from eval.judges import gold_sample_monitor, make_judge, preference_oracle
         from rebel.loop import train_online
 
-        monitor = gold_sample_monitor if cfg["data"]["source"] == "synthetic" else None
+        synthetic = cfg["data"]["source"] == "synthetic"
+        monitor = gold_sample_monitor if synthetic else None
+        preference = preference_oracle(make_judge(cfg)) if synthetic else None
         if args.lr is not None:
             overrides = cfg["policy_overrides"].get(args.algorithm, {})
             cfg = cfg | {"policy_overrides": cfg["policy_overrides"] | {args.algorithm: overrides | {"lr": args.lr}}}
         train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                     out=args.out, monitor=monitor)
+                     out=args.out, monitor=monitor, preference=preference)
     elif args.stage == "evaluate":
         from eval.evaluate import evaluate_policy
         from eval.judges import make_judge

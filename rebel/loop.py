@@ -40,7 +40,10 @@ from rebel.profiling import peak_rss_mib, phase
 from rebel.rollout import Rollout
 
 SampleMonitor = Callable[[list[dict[str, Any]], list[str], torch.Tensor], dict[str, float]]
-COUNTERS = ("prompts", "generations", "generated_tokens", "reward_model_calls", "optimizer_steps")
+PreferenceOracle = Callable[[list[dict[str, Any]], list[str], list[str]], torch.Tensor]
+"""P(a ≻ b | x) for each (prompt row, response a, response b): the judge, for self-play algorithms."""
+COUNTERS = ("prompts", "generations", "generated_tokens", "reward_model_calls", "preference_queries",
+            "optimizer_steps")
 
 
 def prompt_schedule(num_prompts: int, per_iteration: int, iterations: int, seed: int) -> np.ndarray:
@@ -88,22 +91,37 @@ def _logprobs(policy: torch.nn.Module, reference: M.Reference, chunks: list[tupl
 def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_model: torch.nn.Module,
                     prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, algorithm: Algorithm,
                     cfg: dict[str, Any], tokenizer, backend, timings: dict[str, float],
-                    device: torch.device, critic: torch.nn.Module | None = None) -> Rollout:
-    """Steps 2–3: sample, record log π_t and log π_0 (and the critic's values), score, and shape the reward."""
+                    device: torch.device, critic: torch.nn.Module | None = None,
+                    rows: list[dict[str, Any]] | None = None, preference: PreferenceOracle | None = None) -> Rollout:
+    """Steps 2–3: sample, record log π_t and log π_0 (and the critic's values), score, and shape the reward.
+
+    A self-play algorithm gets one more sample per prompt, the opponent y''; each of its k samples
+    is scored by the preference oracle as ``2 P(y ≻ y'') − 1`` (Appendix D.2) instead of by the
+    reward model, and the opponent is then dropped.
+    """
     pol = cfg["policy"]
     batch_size = cfg["runtime"]["rollout_batch_size"]
+    k = algorithm.samples_per_prompt
     policy.eval()
     with phase(timings, "generation", device):
         p_ids, p_mask, r_ids, r_mask, has_eos = sample_responses(
-            backend, policy, prompt_ids, prompt_mask, samples_per_prompt=algorithm.samples_per_prompt,
+            backend, policy, prompt_ids, prompt_mask, samples_per_prompt=k + algorithm.self_play,
             temperature=pol["temperature"], max_new_tokens=cfg["data"]["response_length"],
             batch_size=batch_size, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if algorithm.self_play:
+        groups = torch.arange(len(p_ids), device=p_ids.device).reshape(-1, k + 1)
+        own, opponent = groups[:, :k].reshape(-1), groups[:, k].repeat_interleave(k)
+        texts = D.decode_responses(tokenizer, r_ids, r_mask)
+        with phase(timings, "judging", device):
+            wins = preference([r for r in rows for _ in range(k)], [texts[i] for i in own.tolist()],
+                              [texts[i] for i in opponent.tolist()]).to(device)
+        p_ids, p_mask, r_ids, r_mask, has_eos = (t[own] for t in (p_ids, p_mask, r_ids, r_mask, has_eos))
     with phase(timings, "scoring", device):
         chunks = micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask)
         logprobs, ref_logprobs = _logprobs(policy, reference, chunks, pol["temperature"])
-        rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
+        raw = 2 * wins - 1 if algorithm.self_play else score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
         values = None if critic is None else score_batches(lambda *c: M.token_values(critic, *c), chunks)
-    scores = torch.where(has_eos, rm, torch.full_like(rm, pol["missing_eos_penalty"]))
+    scores = torch.where(has_eos, raw, torch.full_like(raw, pol["missing_eos_penalty"]))
     token_rewards = shaped_token_rewards(scores, logprobs, ref_logprobs, r_mask, pol["kl_coef"])
     return Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
                    has_eos=has_eos, logprobs=logprobs, ref_logprobs=ref_logprobs, scores=scores,
@@ -214,7 +232,8 @@ def _check_sharding(pol: dict[str, Any], processes: int) -> None:
 
 
 def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_dir: Path, sft_ref: Path,
-                 rm_ref: Path, out: Path, monitor: SampleMonitor | None = None) -> None:
+                 rm_ref: Path, out: Path, monitor: SampleMonitor | None = None,
+                 preference: PreferenceOracle | None = None) -> None:
     """Run (or resume) one algorithm for one seed; writes ``out/{metrics.jsonl,run.json,policy/}``.
 
     Live state (checkpoint and the growing metrics log) is kept in ``out/checkpoint/`` so
@@ -231,6 +250,9 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     _check_sharding(pol, world)
     algorithm = resolve_algorithm(algorithm_name).from_config(cfg["algorithm_params"].get(algorithm_name, {}))
+    if algorithm.self_play and preference is None:
+        raise HarnessError(f"algorithm '{algorithm_name}' in self-play mode needs a preference oracle (the judge); "
+                           "none is available for this config's eval.judge")
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     prompts = D.read_jsonl(data_dir / ("prefs_train.jsonl" if algorithm.offline else "train.jsonl"))
     iterations = iterations_of(algorithm, pol, len(prompts))
@@ -243,7 +265,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         reference = M.Reference(policy, None)
     else:
         reference = M.Reference(policy, M.load_policy(sft, dtype).to(device))
-    reward_model = None if algorithm.offline else (
+    reward_model = None if algorithm.offline or algorithm.self_play else (
         M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval().requires_grad_(False))
     critic = None
     if algorithm.needs_value_model:  # initialized from the reward model (Huang et al. 2024; appendix H.1.2)
@@ -314,20 +336,24 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
             rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
                                       prompt_mask, algorithm=algorithm, cfg=cfg, tokenizer=tokenizer,
                                       backend=backend, timings=timings, device=device,
-                                      critic=None if critic is None else accelerator.unwrap_model(critic).eval())
+                                      critic=None if critic is None else accelerator.unwrap_model(critic).eval(),
+                                      rows=rows, preference=preference)
         with phase(timings, "update", device):
             stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler,
                            accelerator, cfg, generator, critic)
         logratio = rollout.logprobs.sum(-1) - rollout.ref_logprobs.sum(-1)  # log π_t(y|x) − log π_0(y|x)
         means = {"response_tokens": rollout.response_mask.sum(-1).float().mean().item(), **stats}
-        counts = {"prompts": len(rows), "generations": 0, "generated_tokens": 0, "reward_model_calls": 0}
+        counts = {"prompts": len(rows), "generations": 0, "generated_tokens": 0, "reward_model_calls": 0,
+                  "preference_queries": 0}
         if algorithm.offline:  # on the data set's responses: DPO's implicit rewards (over β)
             means |= {"chosen_logratio": logratio[0::2].mean().item(), "rejected_logratio": logratio[1::2].mean().item()}
         else:  # on π_t's own samples: an estimate of KL(π_t‖π_0)
+            score_name = "preference_score" if algorithm.self_play else "rm_score"
             means |= {"kl": logratio.mean().item(), "reward": rollout.rewards.mean().item(),
-                      "rm_score": rollout.scores.mean().item(), "eos_rate": rollout.has_eos.float().mean().item()}
-            counts |= {"generations": len(rollout), "generated_tokens": rollout.response_ids.numel(),
-                       "reward_model_calls": len(rollout)}
+                      score_name: rollout.scores.mean().item(), "eos_rate": rollout.has_eos.float().mean().item()}
+            generations = len(rows) * (k + algorithm.self_play)
+            counts |= {"generations": generations, "generated_tokens": generations * rollout.response_ids.shape[1],
+                       ("preference_queries" if algorithm.self_play else "reward_model_calls"): len(rollout)}
             if monitor is not None:
                 texts = D.decode_responses(tokenizer, rollout.response_ids, rollout.response_mask)
                 means |= monitor([r for r in rows for _ in range(k)], texts, rollout.has_eos.cpu())

@@ -153,3 +153,23 @@ def test_matched_by_reward_model_calls_a_run_draws_more_of_the_same_prompt_strea
     assert run["prompt_stream_sha256"] == rebel["prompt_stream_sha256"]
     assert run["prompt_order_sha256"] != rebel["prompt_order_sha256"]
     check_identical_prompts({("rebel", 1): rebel, ("reinforce", 1): run})
+
+
+@pytest.mark.slow
+def test_rebel_self_play_scores_samples_by_preference_against_an_opponent(smoke_run, tmp_path):
+    """Appendix D.2 on the language task: k = 2 samples plus one opponent per prompt, judged, no reward model."""
+    config = yaml.safe_load(SMOKE.read_text())
+    config["algorithm_params"]["rebel"]["self_play"] = True
+    path = tmp_path / "self_play.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = _train(smoke_run, tmp_path / "run", "rebel")
+    command[command.index("--config") + 1] = str(path)
+    subprocess.run(command, check=True, capture_output=True)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    counters = run["counters"]
+    assert counters["reward_model_calls"] == 0
+    assert counters["preference_queries"] == 2 * counters["prompts"]
+    assert counters["generations"] == 3 * counters["prompts"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(-1.0 <= r["preference_score"] <= 1.0 and "rm_score" not in r for r in rows)
+    assert all(math.isfinite(r["loss"]) for r in rows)

@@ -11,7 +11,7 @@ def _run(sha: str, k: int, prompts: int, stream: str = "s" * 64, data: str = "pr
     return {"prompt_order_sha256": sha, "prompt_stream_sha256": stream, "samples_per_prompt": k, "data": data,
             "lr": 1e-3, "iterations": prompts // 10,
             "counters": {"prompts": prompts, "generations": k * prompts, "generated_tokens": 10 * k * prompts,
-                         "reward_model_calls": k * prompts, "optimizer_steps": 8}}
+                         "reward_model_calls": k * prompts, "preference_queries": 0, "optimizer_steps": 8}}
 
 
 def test_runs_of_a_seed_must_share_the_prompt_order():

@@ -68,6 +68,12 @@ class Algorithm(ABC):
         """
         return getattr(self.params, "epochs_per_iteration", None)
 
+    @property
+    def self_play(self) -> bool:
+        """Appendix D (SPO): rewards are preferences against one more sample of π_t instead of
+        reward-model scores; an algorithm offers this mode with a ``self_play`` field in its ``Params``."""
+        return bool(getattr(self.params, "self_play", False))
+
     def prepare(self, rollout: Rollout) -> Rollout:
         """Per-iteration preprocessing of the whole rollout (default: none)."""
         return rollout

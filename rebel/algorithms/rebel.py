@@ -14,6 +14,11 @@ from rebel.rollout import Rollout
 class REBELParams:
     eta: float = 1.0
     """η of Eq. 1 (appendix H.1.5: 1.0; the ablation of Table 6 tries 0.3, 0.7, 1.0, 2.0)."""
+    self_play: bool = False
+    """Appendix D.2 (REBEL as the base learner of SPO, Swamy et al. 2024): the reward of each sample
+    is its preference l(x, y, y'') = 2 P(y ≻ y'' | x) − 1 against one more sample y'' ∼ π_t of the
+    same prompt, from the preference oracle (the judge), so the regression target becomes
+    l(x, y, y'') − l(x, y', y''). For intransitive preferences no reward model can represent."""
 
     def __post_init__(self) -> None:
         if not self.eta > 0:
