@@ -311,7 +311,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         if meta["prompt_order_sha256"] != run_info["prompt_order_sha256"]:
             raise HarnessError(f"checkpoint in '{work}' was made with another prompt order (data or "
                                "policy.iterations/prompts_per_iteration changed); delete it to restart")
-        start, counters = meta["iteration"] + 1, meta["counters"]
+        start, counters = meta["iteration"] + 1, counters | meta["counters"]  # counters added since stay 0
         algorithm.load_state_dict(meta["algorithm_state"])
     if accelerator.is_main_process:
         work.mkdir(parents=True, exist_ok=True)
