@@ -68,15 +68,20 @@ class BanditConfig:
     reward model can represent it), and each sample's reward is its preference l(x, y, y'') against
     one more sample y'' ∼ π_t of the same context (SPO self-play; Swamy et al. 2024)."""
     lr: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Adam learning rate per algorithm (the same search for every algorithm: README)."""
+    """Plain-SGD learning rate per algorithm (from the same grid for every algorithm: README)."""
     algorithm_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.algorithms:
             if name not in self.lr:
                 raise ConfigError(f"key 'lr.{name}': missing; every algorithm of the testbed needs a learning rate")
-            if resolve_algorithm(name).offline:
+            algorithm = resolve_algorithm(name)
+            if algorithm.offline:
                 raise ConfigError(f"key 'algorithms': '{name}' is offline and needs a preference data set")
+            try:
+                algorithm.from_config(self.algorithm_params.get(name, {}))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"key 'algorithm_params.{name}': {exc}") from None
         if self.preference_strength is not None and (self.responses != 3 or not 0 < self.preference_strength <= 1):
             raise ConfigError("key 'preference_strength': needs responses: 3 and a strength in (0, 1]")
 
@@ -85,10 +90,15 @@ class BanditConfig:
         if not path.is_file():
             raise ConfigError(f"bandit config '{path}' not found")
         values = yaml.safe_load(path.read_text())
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed keys: {', '.join(sorted(known))}")
+        missing = [key for key in ("algorithms", "seeds") if key not in values]
+        if missing:
+            raise ConfigError(f"{path}: key '{missing[0]}' is missing")
         values["algorithms"], values["seeds"] = tuple(values["algorithms"]), tuple(values["seeds"])
         return cls(**values)
 

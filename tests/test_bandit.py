@@ -51,6 +51,11 @@ def test_bad_bandit_config_fails_in_one_line(tmp_path):
     path.write_text("algorithms: [rebel]\nseeds: [1]\nlr: {rebel: 1.0}\nbetta: 1.0\n")
     with pytest.raises(ConfigError, match=r"unknown key 'betta'; allowed keys: algorithm_params, algorithms"):
         BanditConfig.load(path)
+    path.write_text("algorithms: [rebel]\nlr: {rebel: 1.0}\n")
+    with pytest.raises(ConfigError, match=r"key 'seeds' is missing"):
+        BanditConfig.load(path)
+    with pytest.raises(ConfigError, match=r"key 'algorithm_params.rebel': eta must be > 0"):
+        BanditConfig(algorithms=("rebel",), seeds=(1,), lr={"rebel": 1.0}, algorithm_params={"rebel": {"eta": 0}})
     with pytest.raises(ConfigError, match=r"key 'lr.ppo': missing"):
         BanditConfig(algorithms=("ppo",), seeds=(1,))
     with pytest.raises(ConfigError, match=r"'dpo' is offline"):

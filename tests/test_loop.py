@@ -33,11 +33,20 @@ def test_prompt_schedule_depends_only_on_seed_and_sizes():
     np.testing.assert_array_equal(prompt_schedule(100, 16, 5, seed=3), a[:5])
 
 
-def _train(workdir, out, algorithm="rebel"):
+def _train(workdir, out, algorithm="rebel", config=SMOKE):
     run = workdir / "results" / "smoke"
-    return [sys.executable, "-m", "rebel", "train", "--config", str(SMOKE), "--data", str(run / "data"),
+    return [sys.executable, "-m", "rebel", "train", "--config", str(config), "--data", str(run / "data"),
             "--sft", str(run / "sft" / "model.json"), "--rm", str(run / "rm" / "model.json"),
             "--algorithm", algorithm, "--seed", "1", "--out", str(out)]
+
+
+def _smoke_variant(tmp_path, name, change):
+    """The smoke config with ``change(config)`` applied, written to ``tmp_path/name.yaml``."""
+    config = yaml.safe_load(SMOKE.read_text())
+    change(config)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def _metrics(path):
@@ -139,13 +148,9 @@ def test_iterations_matched_by_reward_model_calls():
 
 @pytest.mark.slow
 def test_matched_by_reward_model_calls_a_run_draws_more_of_the_same_prompt_stream(smoke_run, tmp_path):
-    config = yaml.safe_load(SMOKE.read_text())
-    config["policy"]["reward_model_calls"] = 10 * 16 * 2  # REBEL's calls in the smoke pipeline
-    path = tmp_path / "calls.yaml"
-    path.write_text(yaml.safe_dump(config))
-    command = _train(smoke_run, tmp_path / "reinforce", "reinforce")
-    command[command.index("--config") + 1] = str(path)
-    subprocess.run(command, check=True, capture_output=True)
+    # REBEL's calls in the smoke pipeline: 10 iterations × 16 prompts × 2 samples
+    config = _smoke_variant(tmp_path, "calls", lambda c: c["policy"].update(reward_model_calls=10 * 16 * 2))
+    subprocess.run(_train(smoke_run, tmp_path / "reinforce", "reinforce", config), check=True, capture_output=True)
     run = json.loads((tmp_path / "reinforce" / "run.json").read_text())
     rebel = json.loads((smoke_run / "results/smoke/rebel/seed1/run.json").read_text())
     assert run["iterations"] == 2 * rebel["iterations"]
@@ -158,13 +163,8 @@ def test_matched_by_reward_model_calls_a_run_draws_more_of_the_same_prompt_strea
 @pytest.mark.slow
 def test_rebel_self_play_scores_samples_by_preference_against_an_opponent(smoke_run, tmp_path):
     """Appendix D.2 on the language task: k = 2 samples plus one opponent per prompt, judged, no reward model."""
-    config = yaml.safe_load(SMOKE.read_text())
-    config["algorithm_params"]["rebel"]["self_play"] = True
-    path = tmp_path / "self_play.yaml"
-    path.write_text(yaml.safe_dump(config))
-    command = _train(smoke_run, tmp_path / "run", "rebel")
-    command[command.index("--config") + 1] = str(path)
-    subprocess.run(command, check=True, capture_output=True)
+    config = _smoke_variant(tmp_path, "self_play", lambda c: c["algorithm_params"]["rebel"].update(self_play=True))
+    subprocess.run(_train(smoke_run, tmp_path / "run", "rebel", config), check=True, capture_output=True)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     counters = run["counters"]
     assert counters["reward_model_calls"] == 0
