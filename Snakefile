@@ -4,6 +4,10 @@
     snakemake --cores all --configfile workflow/configs/smoke.yaml   # any other config
     snakemake --cores all tables/search.csv                          # the learning-rate search
     snakemake --cores all tables/bandit.csv                          # the exact-optimum testbed
+    snakemake --cores all figures/fig2.png                           # Figure 2: runtime and memory (CPU shape)
+    snakemake --cores all tables/table2.csv                          # AlpacaEval 2.0, MT-Bench (+ Figure 7), leaderboard
+    snakemake --cores all tables/table6.csv figures/fig5.png figures/fig6.png   # η ablation, Figures 5 and 6
+    snakemake --cores all render --config render_from=cache          # every table and figure from the cache
 """
 
 from snakemake.utils import min_version
@@ -16,9 +20,13 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/leaderboard.smk"
+include: "workflow/rules/chat_eval.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/bandit.smk"
+include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -7,12 +7,14 @@
   the policy's own samples, with log-probs at the training temperature (the distribution
   the policy was optimized as).
 - Winrate against the human reference summaries, A/B order randomized per example from
-  the recorded seed; ties count half, unparseable judgments are counted and excluded.
+  the recorded seed; unparseable judgments are counted and excluded; a 95% Wilson score
+  interval on the wins; for an API judge, its calls, tokens and estimated cost.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -34,25 +36,38 @@ def test_subset(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str,
     return [rows[i] for i in index]
 
 
+def wilson_interval(wins: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (Wilson 1927), in [0, 1]; NaN for n = 0.
+
+    Chosen over the normal approximation because it stays inside [0, 1] and keeps its coverage
+    for winrates near 0 or 1 and for small n. It covers the judging of a fixed set of
+    generations (prompt sampling), not the spread over training seeds.
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    p, z2 = wins / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
 def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list[str],
             seed: int) -> dict[str, Any]:
-    """Winrate of ``policy`` over ``reference`` with per-example A/B order from ``seed``."""
+    """Winrate of ``policy`` over ``reference`` (percent) with per-example A/B order from ``seed``,
+    and its 95% Wilson interval (:func:`wilson_interval`)."""
     rng = random.Random(seed)
     policy_is_a = [rng.random() < 0.5 for _ in prompts]
     a = [p if first else r for p, r, first in zip(policy, reference, policy_is_a)]
     b = [r if first else p for p, r, first in zip(policy, reference, policy_is_a)]
     outcomes = []
-    for pref, first in zip(judge.judge(prompts, a, b), policy_is_a):
-        if pref is None:
-            outcomes.append(None)
-        elif pref == "tie":
-            outcomes.append(0.5)
-        else:
-            outcomes.append(1.0 if (pref == "A") == first else 0.0)
+    for pref, first in zip(judge.judge(prompts, a, b), policy_is_a, strict=True):
+        outcomes.append(None if pref is None else 1.0 if (pref == "A") == first else 0.0)
     valid = [o for o in outcomes if o is not None]
+    low, high = wilson_interval(int(sum(valid)), len(valid))
     return {"winrate": 100.0 * float(np.mean(valid)) if valid else float("nan"),
+            "winrate_ci_low": 100.0 * low, "winrate_ci_high": 100.0 * high,
             "judged": len(valid), "parse_failures": len(outcomes) - len(valid),
-            "ties": sum(o == 0.5 for o in valid), "outcomes": outcomes, "policy_is_a": policy_is_a}
+            "outcomes": outcomes, "policy_is_a": policy_is_a}
 
 
 @torch.no_grad()
@@ -89,20 +104,23 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
 
     result: dict[str, Any] = {
         "seed": seed, "split": split, "n_prompts": len(rows), "judge": judge.name,
-        "winrate": judged["winrate"], "judged": judged["judged"], "ties": judged["ties"],
+        "winrate": judged["winrate"], "winrate_ci_low": judged["winrate_ci_low"],
+        "winrate_ci_high": judged["winrate_ci_high"], "judged": judged["judged"],
         "judge_parse_failures": judged["parse_failures"],
         "rm_score": scores.mean().item(), "kl": (logp - ref_logp).mean().item(),
         "eos_rate": has_eos.float().mean().item(),
         "response_tokens": r_mask.sum(-1).float().mean().item(),
     }
+    if judge.usage() is not None:
+        result["judge_usage"] = judge.usage()
     if cfg["data"]["source"] == "synthetic":
         result["gold_quality"] = float(np.mean([task.gold_quality(p, t, bool(e))
                                                 for p, t, e in zip(prompts, texts, has_eos.tolist())]))
     out.mkdir(parents=True, exist_ok=True)
     D.write_jsonl(out / "generations.jsonl", (
-        {"id": r["id"], "response": t, "has_eos": bool(e), "rm_score": s, "reference": r["reference"],
+        {"id": r["id"], "response": t, "has_eos": bool(e), "rm_score": s, "kl": kl, "reference": r["reference"],
          "policy_was_a": a, "outcome": o}
-        for r, t, e, s, a, o in zip(rows, texts, has_eos.tolist(), scores.tolist(),
-                                    judged["policy_is_a"], judged["outcomes"])))
+        for r, t, e, s, kl, a, o in zip(rows, texts, has_eos.tolist(), scores.tolist(),
+                                           (logp - ref_logp).tolist(), judged["policy_is_a"], judged["outcomes"])))
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     return result

@@ -1,62 +1,180 @@
-"""Pairwise judges behind one interface (the embedded gold judge now; an OpenAI-compatible one later).
+"""Pairwise judges behind one interface: the embedded gold judge, and any OpenAI-compatible chat endpoint.
 
 A judge answers, for each (post, summary A, summary B), which summary it prefers, as the
 GPT-4 judge of appendix H.1.6 does; ``None`` marks an answer that could not be parsed,
 which is counted and reported rather than replaced by a coin flip.
+
+The H.1.6 format has no tie: on equal gold quality the gold judge answers "A" (one
+decision function, :func:`gold_preference`, shared with the loopback server's grader).
+Callers show the two summaries in a per-example random order, so in expectation a tie
+is a fair coin flip.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from abc import ABC, abstractmethod
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
 
+from eval.judge_client import ChatClient, Endpoint
 from rebel import data as D
 from rebel import synthetic_tldr as task
+from rebel.config import HarnessError
 
-Preference = Literal["A", "B", "tie"] | None
+Preference = Literal["A", "B"] | None
+
+TLDR_JUDGE_PROMPT = (
+    "Which of the following summaries does a better job of summarizing the most important points in the given "
+    "forum post, without including unimportant or irrelevant details? Judge based on accuracy, coverage, and "
+    "coherence.\n\n"
+    "### Post:\n{post}\n\n"
+    "### Summary A:\n{summary_a}\n\n"
+    "### Summary B:\n{summary_b}\n\n"
+    "### Instructions:\n"
+    "FIRST provide a one-sentence comparison of the two summaries, explaining which you prefer and why. SECOND, on "
+    "a new line, state only \"A\" or \"B\" to indicate your choice. Your response should use the format:\n"
+    "Comparison: <one-sentence comparison and explanation>\n"
+    "Preferred: <\"A\" or \"B\">")
+"""The winrate prompt of paper appendix H.1.6 (GPT-4 judge, gpt-4-0613), word for word; the PDF's
+line breaks are the original's paragraphs and its curly quotes straight ones, as in Rafailov et al. (2023)."""
+
+JUDGE_MAX_TOKENS = 128
+"""Reply length limit: H.1.6 asks for one sentence and one line (the paper's example reply is 33 words)."""
+
+_PREFERRED = re.compile(r"Preferred:\s*([AB])")
+
+
+def tldr_judge_messages(post: str, summary_a: str, summary_b: str) -> list[dict[str, str]]:
+    """The H.1.6 prompt as one user message."""
+    return [{"role": "user", "content": TLDR_JUDGE_PROMPT.format(post=post, summary_a=summary_a,
+                                                                 summary_b=summary_b)}]
+
+
+def parse_preference(text: str | None) -> Preference:
+    """Strict parse of an H.1.6 reply: its last non-empty line is exactly ``Preferred: A`` or
+    ``Preferred: B`` (spaces around allowed) and no other line starts with ``Preferred:``; else None."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines or sum(line.startswith("Preferred:") for line in lines) != 1:
+        return None
+    match = _PREFERRED.fullmatch(lines[-1])
+    return match.group(1) if match else None  # type: ignore[return-value]
+
+
+def gold_preference(post: str, summary_a: str, summary_b: str) -> Literal["A", "B"]:
+    """The gold judge's decision: the summary of higher gold quality; "A" on equal quality (the
+    H.1.6 format has no tie; with the caller's random A/B order a tie is a fair coin flip)."""
+    return "A" if task.gold_quality(post, summary_a) >= task.gold_quality(post, summary_b) else "B"
 
 
 class Judge(ABC):
+    """A pairwise judge; use it as a context manager (a judge may hold a server or connections)."""
+
     name: str
 
     @abstractmethod
     def judge(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[Preference]:
-        """One preference per example: "A", "B", "tie", or None when the answer was unusable."""
+        """One preference per example: "A", "B", or None when the answer was unusable."""
+
+    def usage(self) -> dict[str, int | float] | None:
+        """Calls, cache hits, retries, failures, tokens and estimated cost so far (API judges only)."""
+        return None
+
+    def __enter__(self) -> "Judge":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 class GoldJudge(Judge):
     """The embedded task's hidden gold quality (the stand-in for GPT-4; it is not the reward model).
 
     It reads the post's salient facts from the prompt text and prefers the summary of
-    higher gold quality; equal quality is a tie, counted as half a win.
+    higher gold quality, "A" on equal quality (:func:`gold_preference`).
     """
 
     name = "gold"
 
     def judge(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[Preference]:
-        out: list[Preference] = []
-        for prompt, a, b in zip(prompts, summaries_a, summaries_b, strict=True):
-            qa, qb = task.gold_quality(prompt, a), task.gold_quality(prompt, b)
-            out.append("A" if qa > qb else "B" if qb > qa else "tie")
-        return out
+        return [gold_preference(p, a, b) for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)]
 
 
-def make_judge(cfg: dict[str, Any]) -> Judge:
-    kind = cfg["eval"]["judge"]["type"]
-    if kind == "gold":
+class OpenAIJudge(Judge):
+    """The H.1.6 judge on an OpenAI-compatible endpoint, through :class:`eval.judge_client.ChatClient`
+    (bounded retries and concurrency, disk cache); replies parsed by :func:`parse_preference`.
+
+    With ``loopback=True`` the judge starts :class:`eval.judge_server.LoopbackJudgeServer` (the
+    gold grader) on an ephemeral port for its lifetime and points the endpoint at it.
+    """
+
+    def __init__(self, endpoint: Endpoint, cache_path: Path, *, loopback: bool = False):
+        self._stack = ExitStack()
+        if loopback:
+            from eval.judge_server import LoopbackJudgeServer, tldr_gold_grader
+
+            server = self._stack.enter_context(LoopbackJudgeServer([tldr_gold_grader]))
+            endpoint = replace(endpoint, base_url=server.base_url)
+        self.name = endpoint.model
+        self.client = ChatClient(endpoint, cache_path)
+
+    def judge(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[Preference]:
+        conversations = [tldr_judge_messages(p, a, b) for p, a, b in zip(prompts, summaries_a, summaries_b,
+                                                                         strict=True)]
+        replies = self.client.complete(conversations, max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
+        return [parse_preference(r.text) for r in replies]
+
+    def usage(self) -> dict[str, int | float]:
+        return self.client.usage.as_dict()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
+LOOPBACK_ENDPOINT = Endpoint(base_url="http://127.0.0.1/v1", model="embedded-gold", api_key_env="", timeout_s=30.0,
+                             max_retries=3, concurrency=4, backoff_s=0.05, backoff_max_s=1.0)
+"""The gold judge behind the loopback server (``eval.judge: {type: gold, via_server: true}``); the
+base URL is replaced by the server's ephemeral port."""
+
+
+def cache_file(cache_dir: Path, model: str) -> Path:
+    """``<cache_dir>/<model slug>.jsonl``: one cache per judge model, shared by every policy of a run."""
+    return cache_dir / (re.sub(r"[^A-Za-z0-9._-]+", "_", model) + ".jsonl")
+
+
+def make_judge(cfg: dict[str, Any], cache_dir: Path | None = None) -> Judge:
+    """The config's judge (``eval.judge``). API judges cache under ``cache_dir`` and check now, before
+    any generation, that the key's environment variable is set."""
+    spec = cfg["eval"]["judge"]
+    if spec["type"] == "gold" and not spec.get("via_server", False):
         return GoldJudge()
-    raise NotImplementedError(f"eval.judge.type '{kind}' is not implemented yet (the OpenAI-compatible judge is "
-                              "its own issue); use 'gold' on the embedded task")
+    if cache_dir is None:
+        raise HarnessError(f"eval.judge.type '{spec['type']}' judges through an endpoint and needs a cache "
+                           "directory (--judge-cache)")
+    if spec["type"] == "gold":
+        return OpenAIJudge(LOOPBACK_ENDPOINT, cache_file(cache_dir, LOOPBACK_ENDPOINT.model), loopback=True)
+    endpoint = Endpoint.from_config(spec)
+    endpoint.api_key()
+    return OpenAIJudge(endpoint, cache_file(cache_dir, endpoint.model))
 
 
 def preference_oracle(judge: Judge) -> Callable[[list[dict[str, Any]], list[str], list[str]], torch.Tensor]:
-    """The judge as the preference oracle of self-play training (Appendix D): P(a ≻ b | x) is 1, 0, or
-    ½ for a tie; an unparseable answer carries no preference and also counts ½."""
+    """The judge as the preference oracle of self-play training (Appendix D): P(a ≻ b | x) is 1 or 0;
+    an unparseable answer carries no preference and counts ½. The two responses are shown in an
+    order drawn from a hash of the texts (deterministic, so a resumed run asks the same questions),
+    which cancels a judge's position bias and makes the gold judge's tie rule a fair coin."""
     def oracle(rows: list[dict[str, Any]], a: list[str], b: list[str]) -> torch.Tensor:
-        answers = judge.judge([D.prompt_text(r) for r in rows], a, b)
-        return torch.tensor([1.0 if p == "A" else 0.0 if p == "B" else 0.5 for p in answers])
+        prompts = [D.prompt_text(r) for r in rows]
+        swap = [hashlib.sha256("\0".join(t).encode()).digest()[0] & 1 == 1 for t in zip(prompts, a, b, strict=True)]
+        first = [y if s else x for x, y, s in zip(a, b, swap)]
+        second = [x if s else y for x, y, s in zip(a, b, swap)]
+        answers = judge.judge(prompts, first, second)
+        return torch.tensor([0.5 if p is None else float((p == "A") != s) for p, s in zip(answers, swap)])
 
     return oracle
 

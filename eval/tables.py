@@ -55,6 +55,9 @@ def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path]) -> pd.DataFr
     for metric in METRICS:
         out[f"{metric}_mean"] = out.algorithm.map(grouped[metric].mean())
         out[f"{metric}_std"] = out.algorithm.map(grouped[metric].std(ddof=1))
+    # The judging interval of one seed's winrate (95% Wilson, eval.json), averaged over seeds.
+    for bound in ("winrate_ci_low", "winrate_ci_high"):
+        out[bound] = out.algorithm.map(grouped[bound].mean()) if bound in df else float("nan")
     out["judge_parse_failures"] = out.algorithm.map(grouped["judge_parse_failures"].sum())
     paper = paper_numbers(cfg["paper_setting"])
     out = out.merge(paper, on="algorithm", how="left")
@@ -66,16 +69,22 @@ def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path]) -> pd.DataFr
 
 
 def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
-    """Table 1 as ``mean (std)`` cells, paper numbers beside, then the run's measured properties."""
+    """Table 1 as ``mean (std)`` cells (std over seeds), the judging 95% interval of one seed's winrate
+    (Wilson, mean of the seeds' bounds), paper numbers beside, then the run's measured properties."""
     def cell(mean: float, std: float) -> str:
         return "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
 
-    lines = ["| model | algorithm | seeds | winrate % | RM score | KL(π‖π_ref) | paper winrate | paper RM | paper KL |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def interval(low: float, high: float) -> str:
+        return "" if pd.isna(low) else f"[{low:.1f}, {high:.1f}]"
+
+    lines = ["| model | algorithm | seeds | winrate % | winrate 95% CI | RM score | KL(π‖π_ref) | paper winrate "
+             "| paper RM | paper KL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in df.itertuples():
         lines.append("| " + " | ".join([
             row.model_size, row.algorithm, str(row.n_seeds),
-            *(cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS),
+            cell(row.winrate_mean, row.winrate_std), interval(row.winrate_ci_low, row.winrate_ci_high),
+            *(cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS[1:]),
             *(cell(getattr(row, f"paper_{m}"), getattr(row, f"paper_{m}_std")) for m in METRICS)]) + " |")
     lines += ["", "Measured properties of this run (from the files named):", ""]
     lines += [f"- {key}: {value}" for key, value in records.items()]

@@ -184,7 +184,8 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
     problem = Problem.make(cfg)
     algorithm = resolve_algorithm(algorithm_name).from_config(cfg.algorithm_params.get(algorithm_name, {}))
     loop_cfg = {"policy": {"minibatch_prompts": cfg.minibatch_contexts, "temperature": 1.0,
-                           "epochs_per_iteration": cfg.epochs_per_iteration}}
+                           "epochs_per_iteration": cfg.epochs_per_iteration},
+                "runtime": {"update_micro_batch_prompts": None}}
     torch.manual_seed(seed)
     policy, reference = TabularPolicy(problem.ref_logits), TabularPolicy(problem.ref_logits).requires_grad_(False)
     critic = TabularCritic(cfg.contexts) if algorithm.needs_value_model else None

@@ -5,18 +5,34 @@
     python -m rebel reward-model --config C --data D --sft results/N/sft/model.json --out results/N/rm
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
     python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
+    python -m rebel leaderboard  --config C --data D --policy DIR/policy/model.json --out DIR
     python -m rebel search-table --config C --results results/N/search --csv tables/search.csv --md tables/search.md
     python -m rebel bandit       --bandit-config workflow/configs/testbed/bandit.yaml --algorithm A --out results/bandit/A
     python -m rebel bandit-report --bandit-config F --results results/bandit --csv tables/bandit.csv \
                                   --md tables/bandit.md --png figures/bandit.png
+    python -m rebel table6       --config C --results results/N --csv tables/table6.csv --md tables/table6.md
+    python -m rebel figure5      --config C --results results/N --algorithms ppo rebel --png figures/fig5.png
+    python -m rebel figure6      --config C --results results/N --algorithms rebel --png figures/fig6.png
+    python -m rebel export-cache --results results --out cache
+    python -m rebel benchmark    --shape pythia-70m --out results/benchmark/pythia-70m [--algorithms A ...]
+    python -m rebel figure2      --benchmarks results/benchmark/pythia-70m/benchmark.json --png figures/fig2.png \
+                                 --csv tables/fig2.csv --md tables/fig2.md
     python -m rebel table1       --config C --results results/N --csv tables/table1.csv --md tables/table1.md \
                                  --budget tables/table1_budget.csv
+    python -m rebel mt-bench-setup --config C          # real runs: FastChat's MT-Bench questions, once
+    python -m rebel chat-sets    --config C --data D --out results/N/chat
+    python -m rebel chat-eval    --config C --data D --sets results/N/chat --policy P --seed 1 --name rebel_seed1 \
+                                 --out DIR/chat
+    python -m rebel table2       --config C --results results/N --csv tables/table2.csv --md tables/table2.md \
+                                 --mt-bench-csv tables/mt_bench.csv --png figures/fig7.png
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -43,22 +59,53 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("train", "evaluate"):
         p = stage(name, "data", "sft", "rm", "out", *(["policy"] if name == "evaluate" else []))
         p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--judge-cache", type=Path, default=None,
+                       help="judge reply cache folder, shared by a run's jobs (default: OUT/judge_cache)")
         if name == "train":
             p.add_argument("--algorithm", required=True)
             p.add_argument("--lr", type=float, default=None,
                            help="learning rate of this run (the search's grid point; default: the config's)")
+            p.add_argument("--algorithm-param", action="append", default=[], metavar="KEY=VALUE",
+                           help="override one of algorithm_params.<algorithm> (the η ablation: eta=0.3); repeatable")
         else:
             p.add_argument("--split", choices=["test", "val"], default="test",
                            help="prompts to evaluate on (val: the hyperparameter search)")
     stage("table1", "results", "csv", "md", "budget")
+    stage("mt-bench-setup")
+    stage("chat-sets", "data", "out")
+    p = stage("chat-eval", "data", "sets", "policy", "out")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--name", required=True, help="the policy's name in the annotations (e.g. rebel_seed1)")
+    stage("table2", "results", "csv", "md", "mt-bench-csv", "png")
     stage("search-table", "results", "csv", "md")
+    stage("leaderboard", "data", "policy", "out")
+    stage("table6", "results", "csv", "md")
+    for name in ("figure5", "figure6"):
+        stage(name, "results", "png").add_argument("--algorithms", nargs="+", required=True)
+    stage("export-cache", "results", "out")
     stage("bandit", "bandit-config", "out").add_argument("--algorithm", required=True)
     stage("bandit-report", "bandit-config", "results", "csv", "md", "png")
+    from rebel.benchmark import FIGURE2_ALGORITHMS, SHAPES
+    from rebel.config import CONFIG_DIR
+
+    p = stage("benchmark", "out")
+    p.set_defaults(config=CONFIG_DIR / "tldr-2.8b.yaml")  # Figure 2's setting: appendix H.1.5 at 2.8B
+    p.add_argument("--shape", required=True, help=f"model shape and workload: {', '.join(SHAPES)}")
+    p.add_argument("--algorithms", nargs="+", default=list(FIGURE2_ALGORITHMS))
+    p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default: the shape's)")
+    p.add_argument("--iterations", type=int, default=None, help="averaged iterations (default: the shape's)")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the algorithms")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per iteration (default: the shape's)")
+    p.add_argument("--append", action="store_true",
+                   help="add these algorithms to an existing OUT/benchmark.json of the same shape and settings")
+    stage("figure2", "png", "csv", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("eval").setLevel(logging.INFO)  # judge calls, tokens and cost
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -96,20 +143,31 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         from eval.judges import gold_sample_monitor, make_judge, preference_oracle
         from rebel.loop import train_online
 
-        synthetic = cfg["data"]["source"] == "synthetic"
-        monitor = gold_sample_monitor if synthetic else None
-        preference = preference_oracle(make_judge(cfg)) if synthetic else None
+        from rebel.algorithms import resolve_algorithm
+
+        monitor = gold_sample_monitor if cfg["data"]["source"] == "synthetic" else None
         if args.lr is not None:
             overrides = cfg["policy_overrides"].get(args.algorithm, {})
             cfg = cfg | {"policy_overrides": cfg["policy_overrides"] | {args.algorithm: overrides | {"lr": args.lr}}}
-        train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                     out=args.out, monitor=monitor, preference=preference)
+        if args.algorithm_param:
+            cfg = _with_algorithm_params(cfg, args.algorithm, args.algorithm_param)
+        algorithm = resolve_algorithm(args.algorithm).from_config(cfg["algorithm_params"].get(args.algorithm, {}))
+        # Only self-play asks the judge during training (an API judge needs its key only then).
+        with (make_judge(cfg, args.judge_cache or args.out / "judge_cache") if algorithm.self_play
+              else nullcontext()) as judge:
+            train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
+                         out=args.out, monitor=monitor, preference=preference_oracle(judge) if judge else None)
     elif args.stage == "evaluate":
         from eval.evaluate import evaluate_policy
         from eval.judges import make_judge
 
-        evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                        judge=make_judge(cfg), out=args.out, split=args.split)
+        with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
+            evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
+                            judge=judge, out=args.out, split=args.split)
+    elif args.stage == "leaderboard":
+        from eval.leaderboard import evaluate_leaderboard
+
+        evaluate_leaderboard(cfg, args.policy, args.data, args.out, device)
     elif args.stage == "bandit":
         from rebel.bandit import BanditConfig, write_runs
 
@@ -124,6 +182,46 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         from eval.search import write_search_table
 
         write_search_table(cfg, args.results, args.csv, args.md)
+    elif args.stage == "table6":
+        from eval.ablation import write_table6
+
+        write_table6(cfg, args.results, args.csv, args.md)
+    elif args.stage in ("figure5", "figure6"):
+        from eval import figures
+
+        getattr(figures, args.stage)(cfg, args.results, args.algorithms, args.png)
+    elif args.stage == "benchmark":
+        from rebel.benchmark import run_benchmark
+
+        run_benchmark(cfg, args.shape, args.algorithms, args.out, warmup=args.warmup, iterations=args.iterations,
+                      repeats=args.repeats, prompts=args.prompts, threads=args.threads, config_name=str(args.config),
+                      append=args.append)
+    elif args.stage == "figure2":
+        from eval.benchmark_report import write_figure2
+
+        write_figure2(args.benchmarks, args.png, args.csv, args.md)
+    elif args.stage == "export-cache":
+        from rebel.cache import export_cache
+
+        print(f"copied {len(export_cache(args.results, args.out))} files to {args.out}")
+    elif args.stage == "mt-bench-setup":
+        from eval.mt_bench import FASTCHAT_CACHE, download_fastchat
+
+        download_fastchat(FASTCHAT_CACHE, cfg["chat_eval"]["mt_bench"]["fastchat_commit"])
+    elif args.stage == "chat-sets":
+        from eval.chat_eval import write_chat_sets
+        from eval.mt_bench import FASTCHAT_CACHE
+
+        write_chat_sets(cfg, args.data, args.out, FASTCHAT_CACHE)
+    elif args.stage == "chat-eval":
+        from eval.chat_eval import evaluate_chat
+
+        evaluate_chat(cfg, args.policy, seed=args.seed, name=args.name, data_dir=args.data, sets_dir=args.sets,
+                      out=args.out)
+    elif args.stage == "table2":
+        from eval.table2 import write_table2
+
+        write_table2(cfg, args.results, args.csv, args.md, args.mt_bench_csv, args.png)
     elif args.stage == "table1":
         from eval.tables import write_table1
 
@@ -133,3 +231,22 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         write_table1(cfg, files(["sft", *cfg["algorithms"]], "eval.json"), files(cfg["algorithms"], "run.json"),
                      args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
                      args.csv, args.md, args.budget)
+
+
+def _with_algorithm_params(cfg: dict, algorithm: str, assignments: list[str]) -> dict:
+    """``cfg`` with ``algorithm_params.<algorithm>`` updated by ``KEY=VALUE`` pairs (values read as YAML)."""
+    import yaml
+
+    from rebel.algorithms import resolve_algorithm
+
+    params = dict(cfg["algorithm_params"].get(algorithm, {}))
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--algorithm-param '{assignment}': expected KEY=VALUE, e.g. eta=0.3")
+        params[key] = yaml.safe_load(value)
+    try:
+        resolve_algorithm(algorithm).from_config(params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--algorithm-param for '{algorithm}': {exc}") from None
+    return cfg | {"algorithm_params": cfg["algorithm_params"] | {algorithm: params}}

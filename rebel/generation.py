@@ -23,18 +23,24 @@ class GenerationBackend(Protocol):
 
 
 class HFGenerationBackend:
-    """``model.generate`` with plain sampling, right-padded to exactly ``max_new_tokens``."""
+    """``model.generate`` with plain sampling, right-padded to exactly ``max_new_tokens``.
 
-    def __init__(self, eos_token_id: int, pad_token_id: int) -> None:
+    ``full_length`` suppresses EOS, so that every sequence runs all ``max_new_tokens`` steps
+    (the runtime benchmark's fixed workload on random weights).
+    """
+
+    def __init__(self, eos_token_id: int, pad_token_id: int, full_length: bool = False) -> None:
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
+        self.full_length = full_length
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                  *, temperature: float, max_new_tokens: int) -> torch.Tensor:
         config = GenerationConfig(
             do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id)
+            min_new_tokens=max_new_tokens if self.full_length else 0, eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id)
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
         response = out[:, prompt_ids.shape[1]:]
         return F.pad(response, (0, max_new_tokens - response.shape[1]), value=self.pad_token_id)

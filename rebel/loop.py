@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +37,7 @@ from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
 from rebel.config import ConfigError, HarnessError, policy_settings
 from rebel.generation import BACKENDS, sample_responses
-from rebel.profiling import peak_rss_mib, phase
+from rebel.profiling import peak_rss_mib, phase, profile_summary
 from rebel.rollout import Rollout
 
 SampleMonitor = Callable[[list[dict[str, Any]], list[str], torch.Tensor], dict[str, float]]
@@ -129,27 +130,35 @@ def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_mode
                    samples_per_prompt=algorithm.samples_per_prompt, values=values)
 
 
-def preference_rollout(policy: torch.nn.Module, reference: M.Reference, rows: list[dict[str, Any]], *,
-                       cfg: dict[str, Any], tokenizer, timings: dict[str, float],
-                       device: torch.device) -> Rollout:
+def encode_batch(tokenizer, rows: list[dict[str, Any]], cfg: dict[str, Any], offline: bool,
+                 device: torch.device) -> tuple[torch.Tensor, ...]:
+    """An iteration's rows as tensors: ``(prompt ids, prompt mask)``, or for preference pairs
+    ``(prompt ids, prompt mask, response ids, response mask)`` with each pair's chosen then rejected response."""
+    data = cfg["data"]
+    prompt_ids, prompt_mask = D.encode_prompts(tokenizer, rows, data["prompt_length"])
+    if not offline:
+        return prompt_ids.to(device), prompt_mask.to(device)
+    r_ids, r_mask = D.encode_responses(tokenizer, [t for r in rows for t in (r["chosen"], r["rejected"])],
+                                       data["response_length"])
+    return tuple(t.to(device) for t in (prompt_ids.repeat_interleave(2, dim=0),
+                                        prompt_mask.repeat_interleave(2, dim=0), r_ids, r_mask))
+
+
+def preference_rollout(policy: torch.nn.Module, reference: M.Reference, p_ids: torch.Tensor, p_mask: torch.Tensor,
+                       r_ids: torch.Tensor, r_mask: torch.Tensor, *, cfg: dict[str, Any], eos_token_id: int,
+                       timings: dict[str, float], device: torch.device) -> Rollout:
     """An offline algorithm's batch: each pair's chosen then rejected response, with log π_t and log π_0.
 
     The preference label takes the reward's place: ``scores = rewards`` is 1 for the chosen
     and 0 for the rejected response (no reward model, no KL shaping).
     """
-    data, batch_size = cfg["data"], cfg["runtime"]["rollout_batch_size"]
-    prompt_ids, prompt_mask = D.encode_prompts(tokenizer, rows, data["prompt_length"])
-    r_ids, r_mask = D.encode_responses(tokenizer, [t for r in rows for t in (r["chosen"], r["rejected"])],
-                                       data["response_length"])
-    p_ids, p_mask = (t.repeat_interleave(2, dim=0).to(device) for t in (prompt_ids, prompt_mask))
-    r_ids, r_mask = r_ids.to(device), r_mask.to(device)
     last = r_mask.sum(-1).long() - 1
-    has_eos = r_ids[torch.arange(len(r_ids), device=device), last] == tokenizer.eos_token_id
+    has_eos = r_ids[torch.arange(len(r_ids), device=device), last] == eos_token_id
     policy.eval()
     with phase(timings, "scoring", device):
-        logprobs, ref_logprobs = _logprobs(policy, reference, micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask),
-                                           cfg["policy"]["temperature"])
-    labels = torch.tensor([1.0, 0.0], device=device).repeat(len(rows))
+        chunks = micro_batches(cfg["runtime"]["rollout_batch_size"], p_ids, p_mask, r_ids, r_mask)
+        logprobs, ref_logprobs = _logprobs(policy, reference, chunks, cfg["policy"]["temperature"])
+    labels = torch.tensor([1.0, 0.0], device=device).repeat(len(r_ids) // 2)
     return Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
                    has_eos=has_eos, logprobs=logprobs, ref_logprobs=ref_logprobs, scores=labels,
                    rewards=labels, token_rewards=shaped_token_rewards(labels, logprobs, ref_logprobs, r_mask, 0.0),
@@ -174,29 +183,40 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
     """Step 4: the algorithm's loss over ``epochs_per_iteration`` passes of prompt minibatches.
 
     With several processes each holds its shard of the rollout and its share of every
-    minibatch; gradients are averaged across processes by ``accelerator.backward``.
+    minibatch; gradients are averaged across processes by ``accelerator.backward``. With
+    ``runtime.update_micro_batch_prompts`` set, a minibatch's gradient is accumulated over
+    micro-batches of that many prompts, each loss weighted by its share of the minibatch's
+    prompts: the same gradient for a loss that is a mean over prompts or samples (REBEL, DPO,
+    RLOO, REINFORCE), close to it for PPO's mean over tokens.
     """
     pol = cfg["policy"]
     minibatch = pol["minibatch_prompts"] // accelerator.num_processes
+    micro = cfg["runtime"]["update_micro_batch_prompts"] or minibatch
     policy.train()
     if critic is not None:
         critic.train()
     stats: dict[str, list[float]] = {}
     for _ in range(epochs_of(algorithm, cfg)):
-        order = torch.randperm(rollout.num_prompts, generator=generator)
+        order = torch.randperm(rollout.num_prompts, generator=generator).to(rollout.prompt_ids.device)
         for start in range(0, rollout.num_prompts, minibatch):
-            batch = rollout.select_prompts(order[start:start + minibatch].to(rollout.prompt_ids.device))
-            logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
-                                           batch.response_mask, pol["temperature"])
-            values = None if critic is None else M.token_values(
-                critic, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
-            loss, extra = algorithm.loss(logprobs, batch, values)
+            index = order[start:start + minibatch]
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
+            step_stats: dict[str, float] = {}
+            for part in index.split(micro):
+                batch = rollout.select_prompts(part)
+                logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                               batch.response_mask, pol["temperature"])
+                values = None if critic is None else M.token_values(
+                    critic, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+                loss, extra = algorithm.loss(logprobs, batch, values)
+                share = len(part) / len(index)
+                accelerator.backward(loss * share)
+                for key, value in {"loss": loss.detach(), **extra}.items():
+                    step_stats[key] = step_stats.get(key, 0.0) + float(value) * share
+            for key, value in step_stats.items():
+                stats.setdefault(key, []).append(value)
             optimizer.step()
             scheduler.step()
-            for key, value in {"loss": loss.detach(), **extra}.items():
-                stats.setdefault(key, []).append(float(value))
     return {key: float(np.mean(values)) for key, values in stats.items()}
 
 
@@ -231,6 +251,88 @@ def _check_sharding(pol: dict[str, Any], processes: int) -> None:
             raise ConfigError(f"key 'policy.{key}': {pol[key]} must be divisible by the {processes} training processes")
 
 
+@dataclass
+class Run:
+    """What one algorithm's iterations share: its models, optimizer and learning-rate schedule."""
+
+    cfg: dict[str, Any]
+    algorithm: Algorithm
+    accelerator: Accelerator
+    policy: torch.nn.Module                 # as prepared by accelerate
+    reference: M.Reference
+    reward_model: torch.nn.Module | None
+    critic: torch.nn.Module | None          # as prepared by accelerate
+    trainable: torch.nn.ModuleDict
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    backend: Any
+    steps_per_iteration: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+
+def build_run(cfg: dict[str, Any], algorithm: Algorithm, iterations: int, accelerator: Accelerator, *,
+              load_policy: Callable[[], torch.nn.Module], load_reward_model: Callable[[], torch.nn.Module],
+              backend) -> Run:
+    """The policy (LoRA-adapted under ``policy.lora``), π_0, the reward model and PPO's critic
+    from the given constructors, with AdamW and the schedule over ``iterations`` iterations."""
+    pol, device = cfg["policy"], accelerator.device
+    policy = load_policy()
+    if pol["lora"] is not None:
+        policy = M.add_lora(policy, pol["lora"])
+        reference = M.Reference(policy, None)
+    else:
+        reference = M.Reference(policy, load_policy().to(device))
+    reward_model = None if algorithm.offline or algorithm.self_play else (
+        load_reward_model().to(device).eval().requires_grad_(False))
+    critic = None
+    if algorithm.needs_value_model:  # initialized from the reward model (Huang et al. 2024; appendix H.1.2)
+        critic = load_reward_model()
+        if pol["lora"] is not None:
+            critic = M.add_lora(critic, pol["lora"], task_type="SEQ_CLS")
+    if not cfg["model"]["dropout"]:
+        for model in (policy, critic):
+            if model is not None:
+                M.disable_dropout(model)
+    trainable = torch.nn.ModuleDict({"policy": policy} | ({"critic": critic} if critic is not None else {}))
+
+    steps_per_iteration = epochs_of(algorithm, cfg) * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
+    optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=pol["lr"],
+                                  eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
+    scheduler = get_scheduler(pol["schedule"], optimizer, 0, iterations * steps_per_iteration)
+    # The scheduler stays unprepared: accelerate would step it once per process, but the global
+    # minibatch is split across processes, so one optimizer step is one scheduler step.
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    if critic is not None:
+        critic = accelerator.prepare(critic)
+    return Run(cfg=cfg, algorithm=algorithm, accelerator=accelerator, policy=policy, reference=reference,
+               reward_model=reward_model, critic=critic, trainable=trainable, optimizer=optimizer,
+               scheduler=scheduler, backend=backend, steps_per_iteration=steps_per_iteration)
+
+
+def run_iteration(run: Run, batch: tuple[torch.Tensor, ...], generator: torch.Generator, *, tokenizer,
+                  rows: list[dict[str, Any]] | None = None, preference: PreferenceOracle | None = None,
+                  ) -> tuple[Rollout, dict[str, float], dict[str, float]]:
+    """Steps 2–4 of one iteration on ``batch`` (:func:`encode_batch`'s tensors): the rollout, the
+    update's statistics, and each phase's seconds and peak memory (:func:`rebel.profiling.phase`)."""
+    timings: dict[str, float] = {}
+    accelerator, policy = run.accelerator, run.accelerator.unwrap_model(run.policy)
+    if run.algorithm.offline:
+        rollout = preference_rollout(policy, run.reference, *batch, cfg=run.cfg, eos_token_id=tokenizer.eos_token_id,
+                                     timings=timings, device=run.device)
+    else:
+        critic = None if run.critic is None else accelerator.unwrap_model(run.critic).eval()
+        rollout = collect_rollout(policy, run.reference, run.reward_model, *batch, algorithm=run.algorithm,
+                                  cfg=run.cfg, tokenizer=tokenizer, backend=run.backend, timings=timings,
+                                  device=run.device, critic=critic, rows=rows, preference=preference)
+    with phase(timings, "update", run.device):
+        stats = update(run.policy, run.algorithm.prepare(rollout), run.algorithm, run.optimizer, run.scheduler,
+                       accelerator, run.cfg, generator, run.critic)
+    return rollout, stats, timings
+
+
 def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_dir: Path, sft_ref: Path,
                  rm_ref: Path, out: Path, monitor: SampleMonitor | None = None,
                  preference: PreferenceOracle | None = None) -> None:
@@ -259,35 +361,11 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
 
     torch.manual_seed(seed)
     sft = M.read_model_ref(sft_ref)
-    policy = M.load_policy(sft, dtype)
-    if pol["lora"] is not None:
-        policy = M.add_lora(policy, pol["lora"])
-        reference = M.Reference(policy, None)
-    else:
-        reference = M.Reference(policy, M.load_policy(sft, dtype).to(device))
-    reward_model = None if algorithm.offline or algorithm.self_play else (
-        M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval().requires_grad_(False))
-    critic = None
-    if algorithm.needs_value_model:  # initialized from the reward model (Huang et al. 2024; appendix H.1.2)
-        critic = M.load_reward_model(M.read_model_ref(rm_ref), dtype)
-        if pol["lora"] is not None:
-            critic = M.add_lora(critic, pol["lora"], task_type="SEQ_CLS")
-    if not cfg["model"]["dropout"]:
-        for model in (policy, critic):
-            if model is not None:
-                M.disable_dropout(model)
-    trainable = torch.nn.ModuleDict({"policy": policy} | ({"critic": critic} if critic is not None else {}))
-
-    steps_per_iteration = epochs_of(algorithm, cfg) * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
-    optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=pol["lr"],
-                                  eps=pol["adam_eps"], weight_decay=pol["weight_decay"])
-    scheduler = get_scheduler(pol["schedule"], optimizer, 0, iterations * steps_per_iteration)
-    # The scheduler stays unprepared: accelerate would step it once per process, but the global
-    # minibatch is split across processes, so one optimizer step is one scheduler step.
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    if critic is not None:
-        critic = accelerator.prepare(critic)
-    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
+    run = build_run(cfg, algorithm, iterations, accelerator, load_policy=lambda: M.load_policy(sft, dtype),
+                    load_reward_model=lambda: M.load_reward_model(M.read_model_ref(rm_ref), dtype),
+                    backend=BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id,
+                                                                          tokenizer.pad_token_id))
+    policy, optimizer, scheduler, trainable = run.policy, run.optimizer, run.scheduler, run.trainable
 
     schedule = prompt_schedule(len(prompts), pol["prompts_per_iteration"], iterations, seed)
     run_info = {
@@ -327,20 +405,8 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         torch.manual_seed(_iteration_seed(seed, iteration) + rank)
         generator = torch.Generator().manual_seed(_iteration_seed(seed, iteration) + rank)
         rows = [prompts[i] for i in schedule[iteration][rank * shard:(rank + 1) * shard]]
-        timings: dict[str, float] = {}
-        if algorithm.offline:
-            rollout = preference_rollout(accelerator.unwrap_model(policy), reference, rows, cfg=cfg,
-                                         tokenizer=tokenizer, timings=timings, device=device)
-        else:
-            prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
-            rollout = collect_rollout(accelerator.unwrap_model(policy), reference, reward_model, prompt_ids,
-                                      prompt_mask, algorithm=algorithm, cfg=cfg, tokenizer=tokenizer,
-                                      backend=backend, timings=timings, device=device,
-                                      critic=None if critic is None else accelerator.unwrap_model(critic).eval(),
-                                      rows=rows, preference=preference)
-        with phase(timings, "update", device):
-            stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler,
-                           accelerator, cfg, generator, critic)
+        rollout, stats, timings = run_iteration(run, encode_batch(tokenizer, rows, cfg, algorithm.offline, device),
+                                                generator, tokenizer=tokenizer, rows=rows, preference=preference)
         logratio = rollout.logprobs.sum(-1) - rollout.ref_logprobs.sum(-1)  # log π_t(y|x) − log π_0(y|x)
         means = {"response_tokens": rollout.response_mask.sum(-1).float().mean().item(), **stats}
         counts = {"prompts": len(rows), "generations": 0, "generated_tokens": 0, "reward_model_calls": 0,
@@ -351,6 +417,10 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
             score_name = "preference_score" if algorithm.self_play else "rm_score"
             means |= {"kl": logratio.mean().item(), "reward": rollout.rewards.mean().item(),
                       score_name: rollout.scores.mean().item(), "eos_rate": rollout.has_eos.float().mean().item()}
+            # Figure 5's 2-std ellipses: per-sample covariance of (KL, score), ddof 0 (per process, then averaged).
+            cov = torch.cov(torch.stack([logratio, rollout.scores]).double(), correction=0)
+            means |= {"kl_var": cov[0, 0].item(), f"{score_name}_var": cov[1, 1].item(),
+                      f"kl_{score_name}_cov": cov[0, 1].item()}
             generations = len(rows) * (k + algorithm.self_play)
             counts |= {"generations": generations, "generated_tokens": generations * rollout.response_ids.shape[1],
                        ("preference_queries" if algorithm.self_play else "reward_model_calls"): len(rollout)}
@@ -360,7 +430,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         means, counts = _reduce(accelerator, means, "mean"), _reduce(accelerator, counts, "sum")
         for key, value in counts.items():
             counters[key] += int(value)
-        counters["optimizer_steps"] += steps_per_iteration
+        counters["optimizer_steps"] += run.steps_per_iteration
         algorithm.observe(means)
         record = {"iteration": iteration, **means, "lr": scheduler.get_last_lr()[0], **timings,
                   "peak_rss_mib": peak_rss_mib(), **counters}
@@ -378,7 +448,9 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         M.save_model(accelerator.unwrap_model(policy), out / "policy", base_ref=sft if pol["lora"] is not None else None)
         M.write_model_ref(out / "policy" / "model.json", {"path": "."})
         shutil.copyfile(log_path, out / "metrics.jsonl")
-        (out / "run.json").write_text(json.dumps(run_info | {"counters": counters}, indent=2))
+        records = [json.loads(line) for line in log_path.read_text().splitlines()]
+        profile = profile_summary(records, cfg["runtime"]["profile_warmup_iterations"], cfg["runtime"]["profile_iterations"])
+        (out / "run.json").write_text(json.dumps(run_info | {"counters": counters, "profile": profile}, indent=2))
         shutil.rmtree(work)
 
 

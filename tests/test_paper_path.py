@@ -67,7 +67,7 @@ def paper_config(tmp_path, tokenizer, tiny_config):
     return path
 
 
-def test_paper_config_stages_run_on_local_hub_format_files(paper_config, tmp_path, capsys):
+def test_paper_config_stages_run_on_local_hub_format_files(paper_config, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     common = ["--config", str(paper_config)]
     assert main(["data", *common, "--out", str(run / "data")]) == 0
@@ -89,9 +89,11 @@ def test_paper_config_stages_run_on_local_hub_format_files(paper_config, tmp_pat
     metrics = [json.loads(line) for line in (run / "rebel/metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1] and metrics[-1]["generations"] == 32
 
-    # Evaluation needs the OpenAI-compatible judge (its own issue): a one-line error, not a traceback.
+    # Evaluation with the GPT-4 judge needs its key: without it, a one-line error before any generation.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     capsys.readouterr()
     code = main(["evaluate", *common, *refs, "--policy", str(run / "rebel/policy/model.json"), "--seed", "1",
                  "--out", str(run / "rebel")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "eval.judge.type 'openai' is not implemented" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "environment variable OPENAI_API_KEY" in err
+    assert not (run / "rebel" / "eval.json").exists()

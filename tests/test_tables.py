@@ -1,8 +1,10 @@
 """Table building: the identical-prompt check and the budget table, on run records written by hand."""
 
+import json
+
 import pytest
 
-from eval.tables import UnfairComparison, budget_table, check_identical_prompts
+from eval.tables import UnfairComparison, budget_table, check_identical_prompts, markdown, table1
 
 CFG = {"model_size": "tiny", "algorithms": ["rebel", "rloo_k4"]}
 
@@ -40,3 +42,18 @@ def test_budget_table_averages_counters_over_seeds():
     assert table.loc["REBEL", "n_seeds"] == 2 and table.loc["REBEL", "prompts"] == 200
     assert table.loc["RLOO (k=4)", "reward_model_calls"] == 400
     assert table.loc["RLOO (k=4)", "samples_per_prompt"] == 4
+
+
+def test_table1_shows_the_judging_interval_beside_the_seed_spread(tmp_path):
+    evals = {}
+    for (algorithm, seed), (win, low, high) in {("sft", 1): (30, 26, 34), ("sft", 2): (32, 28, 36),
+                                                ("rebel", 1): (70, 66, 74), ("rebel", 2): (74, 70, 78)}.items():
+        evals[(algorithm, seed)] = tmp_path / f"{algorithm}{seed}.json"
+        evals[(algorithm, seed)].write_text(json.dumps({"winrate": win, "winrate_ci_low": low, "winrate_ci_high": high,
+                                                        "rm_score": 0.0, "kl": 0.0, "judge_parse_failures": 1}))
+    df = table1({"model_size": "tiny", "algorithms": ["rebel"], "paper_setting": None}, evals)
+    rows = df.set_index("algorithm")
+    assert rows.loc["REBEL", "winrate_mean"] == 72 and rows.loc["REBEL", "winrate_std"] == pytest.approx(2 ** 1.5)
+    assert (rows.loc["REBEL", "winrate_ci_low"], rows.loc["REBEL", "winrate_ci_high"]) == (68, 76)
+    assert rows.loc["SFT", "judge_parse_failures"] == 2
+    assert "| tiny | REBEL | 2 | 72.00 (2.83) | [68.0, 76.0] |" in markdown(df, {})

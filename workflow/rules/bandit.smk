@@ -25,7 +25,7 @@ rule bandit_report:
     """Gap to J(π*) and KL to π* per algorithm: table and figure."""
     input:
         config=BANDIT_CONFIG,
-        runs=expand("results/bandit/{algorithm}/seed{seed}.jsonl", algorithm=BANDIT_SETTINGS["algorithms"],
+        runs=expand(f"{REPORT_ROOT}/bandit/{{algorithm}}/seed{{seed}}.jsonl", algorithm=BANDIT_SETTINGS["algorithms"],
                     seed=BANDIT_SETTINGS["seeds"]),
     output:
         csv="tables/bandit.csv",

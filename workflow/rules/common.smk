@@ -21,6 +21,10 @@ except ConfigError as exc:
 # Software environment of every rule (used with --use-conda; pip from pyproject.toml is the source of truth).
 ENV = "../../environment.yml"
 RUN = f"results/{config['name']}"
+# Tables and figures read only small result files under REPORT: this run's, or those of an exported
+# result set (render_from; no rule writes there, so rendering from it never schedules training).
+REPORT_ROOT = config["render_from"] or "results"
+REPORT = f"{REPORT_ROOT}/{config['name']}"
 LOGS = f"{RUN}/logs"
 # The effective config (after --config overrides) is what every stage command reads.
 CONFIG_FILE = f"{RUN}/config.yaml"

@@ -13,6 +13,9 @@ rule evaluate:
         cmd=stage("evaluate"),
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.evaluation),
+        # Not an output: one append-only reply cache per judge model, shared by every evaluate job of
+        # the run (each line written under a file lock); deleting it costs only repeated judge calls.
+        judge_cache=f"{RUN}/judge_cache",
     threads: config["runtime"]["threads"]
     log:
         f"{LOGS}/evaluate/{{algorithm}}_seed{{seed}}.log",
@@ -20,4 +23,5 @@ rule evaluate:
         ENV
     shell:
         "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
-        " --policy {input.policy} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+        " --policy {input.policy} --seed {wildcards.seed} --judge-cache {params.judge_cache} --out {params.out}"
+        " > {log} 2>&1"

@@ -1,10 +1,10 @@
 rule table1:
     """Table 1: winrate, RM score and KL per algorithm over seeds, paper numbers beside; the budget table."""
     input:
-        evaluations=expand(f"{RUN}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
-        runs=expand(f"{RUN}/{{algorithm}}/seed{{seed}}/run.json", algorithm=config["algorithms"], seed=config["seeds"]),
-        stats=f"{DATA}/stats.json",
-        rm=f"{RUN}/rm/eval.json",
+        evaluations=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
+        runs=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/run.json", algorithm=config["algorithms"], seed=config["seeds"]),
+        stats=f"{REPORT}/data/stats.json",
+        rm=f"{REPORT}/rm/eval.json",
     output:
         csv="tables/table1.csv",
         md="tables/table1.md",

@@ -59,7 +59,7 @@ rule search_evaluate:
 rule search_table:
     """Every grid point's validation numbers and the learning rate selected per algorithm."""
     input:
-        expand(f"{SEARCH}/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"], lr=SEARCH_LRS),
+        expand(f"{REPORT}/search/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"], lr=SEARCH_LRS),
     output:
         csv="tables/search.csv",
         md="tables/search.md",

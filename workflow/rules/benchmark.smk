@@ -1,0 +1,45 @@
+# Figure 2 (paper §5.1): runtime and peak memory of one policy iteration per algorithm
+# (rebel/benchmark.py). The CPU shape builds anywhere; the Pythia-2.8B result needs a GPU and is read
+# when present (run by hand: python -m rebel benchmark --shape pythia-2.8b --out results/benchmark/pythia-2.8b).
+from rebel.benchmark import SHAPES
+
+FIG2_CPU_SHAPE = "pythia-70m"
+FIG2_GPU_RESULT = f"{REPORT_ROOT}/benchmark/pythia-2.8b/benchmark.json"
+
+
+wildcard_constraints:
+    shape="|".join(re.escape(s) for s in SHAPES),
+
+
+rule benchmark:
+    """Every Figure 2 algorithm on one shape, each in a fresh process (tldr-2.8b's H.1.5 settings)."""
+    output:
+        "results/benchmark/{shape}/benchmark.json",
+    params:
+        config=str(CONFIG_DIR / "tldr-2.8b.yaml"),
+        out=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        "results/benchmark/logs/{shape}.log",
+    conda:
+        ENV
+    shell:
+        "python -m rebel benchmark --config {params.config} --shape {wildcards.shape} --out {params.out} > {log} 2>&1"
+
+
+rule figure2:
+    """Figure 2 and its table from the benchmark results (the GPU result first, when there is one)."""
+    input:
+        ([FIG2_GPU_RESULT] if os.path.exists(FIG2_GPU_RESULT) else [])
+        + [f"{REPORT_ROOT}/benchmark/{FIG2_CPU_SHAPE}/benchmark.json"],
+    output:
+        png="figures/fig2.png",
+        pdf="figures/fig2.pdf",
+        csv="tables/fig2.csv",
+        md="tables/fig2.md",
+    log:
+        "results/benchmark/logs/figure2.log",
+    conda:
+        ENV
+    shell:
+        "python -m rebel figure2 --benchmarks {input} --png {output.png} --csv {output.csv} --md {output.md}"
+        " > {log} 2>&1"
