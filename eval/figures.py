@@ -36,7 +36,7 @@ from matplotlib.patches import Ellipse  # noqa: E402
 from eval.tables import display_name  # noqa: E402
 from rebel.config import HarnessError  # noqa: E402
 
-ELLIPSES = 10
+ELLIPSES = 4
 BINS = 10
 N_STD = 2.0
 
@@ -167,7 +167,7 @@ def figure6(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle(f"Figure 6: REBEL's reward-difference regression error — {_title(cfg)}")
+    fig.suptitle(f"Figure 6: REBEL's reward-difference regression error\n{_title(cfg)}")
     _save(fig, png)
 
 

@@ -2,7 +2,7 @@
 
 ``python -m rebel export-cache --results results --out cache`` copies, from a results root, only
 the files the render rules read (``RENDER_FILES``: eval.json, run.json, metrics.jsonl,
-generations.jsonl, the data and reward-model statistics, the search and bandit records, the
+generations.jsonl, the chat evaluations and leaderboard.json, the data and reward-model statistics, the search and bandit records, the
 GPU benchmark's JSON/CSV), keeping their modification times, and refuses any file larger than
 ``MAX_BYTES`` (model weights never qualify). ``snakemake <target> --config render_from=cache``
 then renders from the copy: no rule writes under ``cache/``, so Snakemake schedules no training
@@ -21,6 +21,7 @@ RENDER_FILES = (
     "*/data/stats.json", "*/rm/eval.json",
     *(f"*/*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
     *(f"*/ablation/eta*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
+    *(f"*/*/seed*/{name}" for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "leaderboard.json")),
     "*/search/*/lr*/eval.json",
     "bandit/*/seed*.jsonl",
     "benchmark/**/*.json", "benchmark/**/*.csv",
