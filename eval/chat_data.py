@@ -20,15 +20,12 @@ generated from that turn's prompt alone.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from rebel import data as D
-from rebel import models as M
 from rebel.config import HarnessError
-from rebel.generation import BACKENDS, sample_responses
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 """The 8 MT-Bench categories in the order of FastChat's question ids (81-160) and paper Figure 7."""
@@ -69,24 +66,18 @@ def embedded_questions(test_rows: list[dict[str, Any]], n_per_category: int, see
     return questions
 
 
-@torch.no_grad()
-def generate_answers(cfg: dict[str, Any], policy_ref: Path, data_dir: Path, rows: list[dict[str, Any]],
+def generate_answers(cfg: dict[str, Any], policy: torch.nn.Module, tokenizer, rows: list[dict[str, Any]],
                      *, seed: int, max_new_tokens: int) -> list[str]:
-    """One answer per prompt row, sampled by our generation backend at ``eval.temperature``.
+    """One answer per prompt row, sampled as in the Table 1 evaluation (:func:`eval.evaluate.sample_eval_responses`).
 
     Embedded rows are TL;DR posts (``subreddit``, ``title``, ``post``), encoded as in training.
     """
+    from eval.evaluate import sample_eval_responses
+
     if cfg["data"]["source"] != "synthetic":
         raise HarnessError("chat answers are generated for the embedded task only; the chat training setting "
                            "(a chat model and its template) is a later issue")
-    device = M.resolve_device(cfg["runtime"]["device"])
-    tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
-    policy = M.load_policy(M.read_model_ref(policy_ref), cfg["model"]["dtype"]).to(device).eval()
-    ids, mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
-    torch.manual_seed(seed)
-    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
-    _, _, r_ids, r_mask, _ = sample_responses(
-        backend, policy, ids, mask, samples_per_prompt=1, temperature=cfg["eval"]["temperature"],
-        max_new_tokens=max_new_tokens, batch_size=cfg["eval"]["batch_size"],
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    device = next(policy.parameters()).device
+    _, _, r_ids, r_mask, _ = sample_eval_responses(cfg, policy, tokenizer, rows, seed=seed,
+                                                   max_new_tokens=max_new_tokens, device=device)
     return D.decode_responses(tokenizer, r_ids, r_mask)

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from eval import chat_data
 from eval.judge_client import ChatClient, Endpoint
 from rebel import data as D
+from rebel import models as M
 from rebel.config import ConfigError, HarnessError
 
 INSTRUCTIONS = "alpaca_instructions.json"
@@ -94,9 +95,12 @@ def evaluate_chat(cfg: dict[str, Any], policy_ref: Path, *, seed: int, name: str
         if "row" not in item and "rows" not in item:
             raise HarnessError("chat answers are generated for the embedded task only; the chat training setting "
                                "(a chat model and its template) is a later issue")
-    outputs = chat_data.generate_answers(cfg, policy_ref, data_dir, [i["row"] for i in instructions], seed=seed,
+    tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
+    policy = M.load_policy(M.read_model_ref(policy_ref), cfg["model"]["dtype"])
+    policy = policy.to(M.resolve_device(cfg["runtime"]["device"])).eval()
+    outputs = chat_data.generate_answers(cfg, policy, tokenizer, [i["row"] for i in instructions], seed=seed,
                                          max_new_tokens=chat["alpaca"]["max_new_tokens"])
-    turns = chat_data.generate_answers(cfg, policy_ref, data_dir, [r for q in questions for r in q["rows"]],
+    turns = chat_data.generate_answers(cfg, policy, tokenizer, [r for q in questions for r in q["rows"]],
                                        seed=seed, max_new_tokens=chat["mt_bench"]["max_new_tokens"])
     answers = [turns[2 * i: 2 * i + 2] for i in range(len(questions))]
     model_outputs = [{**i, "output": o, "generator": name} for i, o in zip(instructions, outputs)]

@@ -71,6 +71,20 @@ def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list
 
 
 @torch.no_grad()
+def sample_eval_responses(cfg: dict[str, Any], policy: torch.nn.Module, tokenizer, rows: list[dict[str, Any]], *,
+                          seed: int, max_new_tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """One response per prompt row at ``eval.temperature``, drawn from ``seed`` (the same draws for every
+    policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``."""
+    prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
+    torch.manual_seed(seed)
+    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return sample_responses(
+        backend, policy, prompt_ids, prompt_mask, samples_per_prompt=1, temperature=cfg["eval"]["temperature"],
+        max_new_tokens=max_new_tokens, batch_size=cfg["eval"]["batch_size"],
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+@torch.no_grad()
 def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_dir: Path, sft_ref: Path,
                     rm_ref: Path, judge: Judge, out: Path, split: str = "test") -> dict[str, Any]:
     """Evaluate a policy on the ``split`` prompts (``val`` for the hyperparameter search);
@@ -84,13 +98,8 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval()
 
     rows = test_subset(D.read_jsonl(data_dir / f"{split}.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"])
-    prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
-    torch.manual_seed(seed)
-    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
-    p_ids, p_mask, r_ids, r_mask, has_eos = sample_responses(
-        backend, policy, prompt_ids, prompt_mask, samples_per_prompt=1, temperature=cfg["eval"]["temperature"],
-        max_new_tokens=cfg["data"]["response_length"], batch_size=batch,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    p_ids, p_mask, r_ids, r_mask, has_eos = sample_eval_responses(
+        cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=cfg["data"]["response_length"], device=device)
     chunks = micro_batches(batch, p_ids, p_mask, r_ids, r_mask)
     temperature = cfg["policy"]["temperature"]
     logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks).sum(-1)
