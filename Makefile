@@ -1,5 +1,6 @@
 # Quick start (a fresh machine with Python >= 3.10):
 #   make table1   set up .venv, then run the embedded pipeline: snakemake --cores all tables/table1.csv
+#   make reproducibility   Table 1 again under a second CPU kernel path, compared with the first run's
 #   make test     set up .venv, then run the test suite
 #   make figures-from-cache   render every table and figure from the committed cache/, without training
 # On a GPU machine with its own CUDA torch, install into that environment instead:
@@ -12,7 +13,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup table1 test lint clean-results figures-from-cache
+.PHONY: setup table1 reproducibility test lint clean-results figures-from-cache
 
 setup: $(STAMP)
 
@@ -25,6 +26,10 @@ $(STAMP): pyproject.toml
 
 table1: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all tables/table1.csv
+
+# Table 1 again under reproducibility.kernels, compared with the first run's (tables/reproducibility.md).
+reproducibility: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all tables/reproducibility.csv
 
 # Every table and figure of the embedded config from the committed cache/ (no training; README).
 figures-from-cache: $(STAMP)

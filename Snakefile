@@ -8,6 +8,8 @@
     snakemake --cores all tables/table2.csv                          # AlpacaEval 2.0, MT-Bench (+ Figure 7), leaderboard
     snakemake --cores all tables/table6.csv figures/fig5.png figures/fig6.png   # η ablation, Figures 5 and 6
     snakemake --cores all render --config render_from=cache          # every table and figure from the cache
+    snakemake --cores all tables/reproducibility.csv                 # Table 1 again under a second CPU kernel path
+    snakemake --cores all figures/curves.png                         # learning curves (IQM, 95% CIs, ceiling)
 """
 
 from snakemake.utils import min_version
@@ -27,6 +29,7 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/bandit.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/reproducibility.smk"
 
 
 rule all:

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.judges import Judge
+from eval.judges import GoldJudge, Judge
 from rebel import data as D
+from rebel import kernels
 from rebel import models as M
 from rebel import synthetic_tldr as task
+from rebel.config import HarnessError
 from rebel.generation import BACKENDS, sample_responses
 from rebel.loop import micro_batches, score_batches
 
@@ -85,6 +87,65 @@ def sample_eval_responses(cfg: dict[str, Any], policy: torch.nn.Module, tokenize
 
 
 @torch.no_grad()
+def score_responses(cfg: dict[str, Any], reward_model: torch.nn.Module, rows: list[dict[str, Any]],
+                    chunks: list[tuple[torch.Tensor, ...]], texts: list[str], has_eos: torch.Tensor, *,
+                    judge: Judge | None, seed: int) -> tuple[torch.Tensor, dict[str, Any] | None, dict[str, Any]]:
+    """RM scores (Γ without EOS), the judge's winrate over the references (when a judge is given) and,
+    on the synthetic task, gold quality of responses to ``rows``: ``(scores, judged, summary)``."""
+    rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
+    scores = torch.where(has_eos, rm, torch.full_like(rm, cfg["policy"]["missing_eos_penalty"]))
+    prompts = [D.prompt_text(r) for r in rows]
+    summary: dict[str, Any] = {"n_prompts": len(rows)}
+    judged = None
+    if judge is not None:
+        judged = winrate(judge, prompts, texts, [r["reference"] for r in rows], seed)
+        summary |= {"judge": judge.name, "winrate": judged["winrate"], "winrate_ci_low": judged["winrate_ci_low"],
+                    "winrate_ci_high": judged["winrate_ci_high"], "judged": judged["judged"],
+                    "judge_parse_failures": judged["parse_failures"]}
+        if judge.usage() is not None:
+            summary["judge_usage"] = judge.usage()
+    summary |= {"rm_score": scores.mean().item(), "eos_rate": has_eos.float().mean().item()}
+    if cfg["data"]["source"] == "synthetic":
+        summary["gold_quality"] = float(np.mean([task.gold_quality(p, t, bool(e))
+                                                 for p, t, e in zip(prompts, texts, has_eos.tolist())]))
+    return scores, judged, summary
+
+
+class CurveEvaluator:
+    """Learning-curve points during training (``eval.curve``): the current policy's responses to a
+    fixed seeded subset of the *validation* prompts at ``eval.temperature``, with their RM score,
+    gold quality (synthetic task) and winrate when the judge costs nothing (the local gold judge).
+
+    The same prompts and sampling seed at every point and for every algorithm; the global RNG is
+    left as it was, so evaluating does not change the training run.
+    """
+
+    def __init__(self, cfg: dict[str, Any], data_dir: Path, rm_ref: Path, device: torch.device, seed: int) -> None:
+        self.cfg, self.seed, self.device = cfg, seed, device
+        self.tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
+        self.rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"],
+                                cfg["data"]["seed"])
+        self.reward_model = M.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
+        judge = cfg["eval"]["judge"]
+        self.judge = GoldJudge() if judge["type"] == "gold" else None
+
+    @torch.no_grad()
+    def __call__(self, policy: torch.nn.Module) -> dict[str, Any]:
+        was_training = policy.training
+        policy.eval()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            p_ids, p_mask, r_ids, r_mask, has_eos = sample_eval_responses(
+                self.cfg, policy, self.tokenizer, self.rows, seed=self.seed,
+                max_new_tokens=self.cfg["data"]["response_length"], device=self.device)
+        chunks = micro_batches(self.cfg["eval"]["batch_size"], p_ids, p_mask, r_ids, r_mask)
+        texts = D.decode_responses(self.tokenizer, r_ids, r_mask)
+        _, _, summary = score_responses(self.cfg, self.reward_model, self.rows, chunks, texts, has_eos,
+                                        judge=self.judge, seed=self.seed)
+        policy.train(was_training)
+        return {key: value for key, value in summary.items() if not key.startswith("winrate_ci")}
+
+
+@torch.no_grad()
 def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_dir: Path, sft_ref: Path,
                     rm_ref: Path, judge: Judge, out: Path, split: str = "test") -> dict[str, Any]:
     """Evaluate a policy on the ``split`` prompts (``val`` for the hyperparameter search);
@@ -105,26 +166,11 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks).sum(-1)
     with reference.model() as ref_model:
         ref_logp = score_batches(lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature), chunks).sum(-1)
-    rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
-    scores = torch.where(has_eos, rm, torch.full_like(rm, cfg["policy"]["missing_eos_penalty"]))
     texts = D.decode_responses(tokenizer, r_ids, r_mask)
-    prompts = [D.prompt_text(r) for r in rows]
-    judged = winrate(judge, prompts, texts, [r["reference"] for r in rows], seed)
-
-    result: dict[str, Any] = {
-        "seed": seed, "split": split, "n_prompts": len(rows), "judge": judge.name,
-        "winrate": judged["winrate"], "winrate_ci_low": judged["winrate_ci_low"],
-        "winrate_ci_high": judged["winrate_ci_high"], "judged": judged["judged"],
-        "judge_parse_failures": judged["parse_failures"],
-        "rm_score": scores.mean().item(), "kl": (logp - ref_logp).mean().item(),
-        "eos_rate": has_eos.float().mean().item(),
-        "response_tokens": r_mask.sum(-1).float().mean().item(),
-    }
-    if judge.usage() is not None:
-        result["judge_usage"] = judge.usage()
-    if cfg["data"]["source"] == "synthetic":
-        result["gold_quality"] = float(np.mean([task.gold_quality(p, t, bool(e))
-                                                for p, t, e in zip(prompts, texts, has_eos.tolist())]))
+    scores, judged, result = score_responses(cfg, reward_model, rows, chunks, texts, has_eos, judge=judge, seed=seed)
+    result = {"seed": seed, "split": split, **result, "kl": (logp - ref_logp).mean().item(),
+              "response_tokens": r_mask.sum(-1).float().mean().item(), "kernels": kernels.active(
+                  cfg["runtime"]["cpu_kernels"])}
     out.mkdir(parents=True, exist_ok=True)
     D.write_jsonl(out / "generations.jsonl", (
         {"id": r["id"], "response": t, "has_eos": bool(e), "rm_score": s, "kl": kl, "reference": r["reference"],
@@ -132,4 +178,40 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
         for r, t, e, s, kl, a, o in zip(rows, texts, has_eos.tolist(), scores.tolist(),
                                            (logp - ref_logp).tolist(), judged["policy_is_a"], judged["outcomes"])))
     (out / "eval.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+@torch.no_grad()
+def evaluate_ceiling(cfg: dict[str, Any], *, seed: int, data_dir: Path, rm_ref: Path, judge: Judge,
+                     out: Path) -> dict[str, Any]:
+    """The task's ceiling, measured as a policy is (synthetic task only): the oracle summaries
+    (:func:`rebel.synthetic_tldr.oracle_summary`, gold quality 1) of the same prompts, judged against
+    the same references in the same per-seed A/B order, and scored by the reward model. Writes
+    ``out/eval.json`` (Table 1's test prompts) and ``out/curve.json`` (the learning curves' validation
+    prompts, when ``eval.curve`` is on)."""
+    if cfg["data"]["source"] != "synthetic":
+        raise HarnessError("the ceiling needs data.source 'synthetic' (only there is the best summary known)")
+    device = M.resolve_device(cfg["runtime"]["device"])
+    tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
+    reward_model = M.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
+
+    def oracle(rows: list[dict[str, Any]], oracle_judge: Judge | None) -> dict[str, Any]:
+        texts = [task.oracle_summary(D.prompt_text(r)) for r in rows]
+        p_ids, p_mask = D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"])
+        r_ids, r_mask = D.encode_responses(tokenizer, texts, cfg["data"]["response_length"])
+        has_eos = r_ids.gather(1, r_mask.sum(-1, keepdim=True) - 1).squeeze(1) == tokenizer.eos_token_id
+        chunks = micro_batches(cfg["eval"]["batch_size"], *(t.to(device) for t in (p_ids, p_mask, r_ids, r_mask)))
+        _, _, summary = score_responses(cfg, reward_model, rows, chunks, texts, has_eos.to(device),
+                                        judge=oracle_judge, seed=seed)
+        return {"seed": seed, "policy": "oracle summaries", **summary,
+                "response_tokens": r_mask.sum(-1).float().mean().item()}
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"split": "test", **oracle(test_subset(D.read_jsonl(data_dir / "test.jsonl"), cfg["eval"]["n_prompts"],
+                                                    cfg["data"]["seed"]), judge)}
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    if cfg["eval"]["curve"]["every"] is not None:  # the CurveEvaluator's prompts, seed and judge
+        rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"], cfg["data"]["seed"])
+        curve_judge = GoldJudge() if cfg["eval"]["judge"]["type"] == "gold" else None
+        (out / "curve.json").write_text(json.dumps({"split": "val", **oracle(rows, curve_judge)}, indent=2))
     return result

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from eval import aggregate
 from rebel.algorithms import resolve_algorithm
 from rebel.config import REPO_ROOT, HarnessError
 from rebel.loop import COUNTERS
@@ -43,22 +44,42 @@ def paper_numbers(setting: dict[str, str] | None, table: str = "table1") -> pd.D
     return wide.reset_index()
 
 
-def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path]) -> pd.DataFrame:
-    """One row per algorithm (SFT first, then the config's order): mean, std (ddof=1) and n over seeds."""
+CEILING = "Ceiling (oracle summaries)"
+BASELINE = "rebel"
+"""The algorithm every other is compared with (probability of improvement, paper §5)."""
+
+
+def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path],
+           ceiling: dict[int, Path] | None = None) -> pd.DataFrame:
+    """One row per algorithm (SFT first, then the config's order, then the task's ceiling when given):
+    mean, std (ddof=1) and n over seeds; the winrate's IQM over seeds with its 95% stratified-bootstrap
+    CI and each algorithm's probability of improvement over REBEL (rliable, :mod:`eval.aggregate`)."""
     records = [{"algorithm": display_name(algo), "seed": seed, **json.loads(path.read_text())}
                for (algo, seed), path in evals.items()]
+    records += [{"algorithm": CEILING, "seed": seed, **json.loads(path.read_text())}
+                for seed, path in (ceiling or {}).items()]
     df = pd.DataFrame(records)
-    order = [display_name(a) for a in ["sft", *cfg["algorithms"]]]
+    order = [display_name(a) for a in ["sft", *cfg["algorithms"]]] + ([CEILING] if ceiling else [])
     grouped = df.groupby("algorithm", sort=False)
     out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": order})
     out["n_seeds"] = out.algorithm.map(grouped.size())
-    for metric in METRICS:
-        out[f"{metric}_mean"] = out.algorithm.map(grouped[metric].mean())
-        out[f"{metric}_std"] = out.algorithm.map(grouped[metric].std(ddof=1))
+    for metric in (*METRICS, "gold_quality"):
+        if metric in df:
+            out[f"{metric}_mean"] = out.algorithm.map(grouped[metric].mean())
+            out[f"{metric}_std"] = out.algorithm.map(grouped[metric].std(ddof=1))
     # The judging interval of one seed's winrate (95% Wilson, eval.json), averaged over seeds.
     for bound in ("winrate_ci_low", "winrate_ci_high"):
         out[bound] = out.algorithm.map(grouped[bound].mean()) if bound in df else float("nan")
     out["judge_parse_failures"] = out.algorithm.map(grouped["judge_parse_failures"].sum())
+    policies = {name: group.sort_values("seed").winrate.to_numpy() for name, group in grouped if name != CEILING}
+    iqm = aggregate.iqm_intervals(policies)
+    for i, column in enumerate(("winrate_iqm", "winrate_iqm_ci_low", "winrate_iqm_ci_high")):
+        out[column] = out.algorithm.map({name: values[i] for name, values in iqm.items()})
+    baseline = display_name(BASELINE)
+    if baseline in policies:
+        improvement = aggregate.probability_of_improvement(policies, baseline)
+        for i, column in enumerate(("p_improve_vs_rebel", "p_improve_vs_rebel_ci_low", "p_improve_vs_rebel_ci_high")):
+            out[column] = out.algorithm.map({name: values[i] for name, values in improvement.items()})
     paper = paper_numbers(cfg["paper_setting"])
     out = out.merge(paper, on="algorithm", how="left")
     for metric in METRICS:
@@ -69,22 +90,33 @@ def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path]) -> pd.DataFr
 
 
 def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
-    """Table 1 as ``mean (std)`` cells (std over seeds), the judging 95% interval of one seed's winrate
-    (Wilson, mean of the seeds' bounds), paper numbers beside, then the run's measured properties."""
+    """Table 1 as ``mean (std)`` cells (std over seeds), the winrate's IQM over seeds with its 95%
+    stratified-bootstrap CI, the probability of improvement over REBEL with its CI, the judging 95%
+    interval of one seed's winrate (Wilson, mean of the seeds' bounds), paper numbers beside, then the
+    run's measured properties."""
     def cell(mean: float, std: float) -> str:
         return "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
 
-    def interval(low: float, high: float) -> str:
-        return "" if pd.isna(low) else f"[{low:.1f}, {high:.1f}]"
+    def interval(low: float, high: float, digits: int = 1) -> str:
+        return "" if pd.isna(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
 
-    lines = ["| model | algorithm | seeds | winrate % | winrate 95% CI | RM score | KL(π‖π_ref) | paper winrate "
-             "| paper RM | paper KL |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    def get(row: Any, column: str) -> float:
+        return getattr(row, column, float("nan"))
+
+    lines = ["| model | algorithm | seeds | winrate % | winrate IQM [95% CI] | P(> REBEL) [95% CI] | judging 95% CI "
+             "| RM score | KL(π‖π_ref) | gold quality | paper winrate | paper RM | paper KL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in df.itertuples():
+        iqm = "" if pd.isna(get(row, "winrate_iqm")) else (
+            f"{row.winrate_iqm:.2f} {interval(row.winrate_iqm_ci_low, row.winrate_iqm_ci_high)}")
+        improve = "" if pd.isna(get(row, "p_improve_vs_rebel")) else (
+            f"{row.p_improve_vs_rebel:.2f} "
+            f"{interval(row.p_improve_vs_rebel_ci_low, row.p_improve_vs_rebel_ci_high, 2)}")
         lines.append("| " + " | ".join([
             row.model_size, row.algorithm, str(row.n_seeds),
-            cell(row.winrate_mean, row.winrate_std), interval(row.winrate_ci_low, row.winrate_ci_high),
-            *(cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS[1:]),
+            cell(row.winrate_mean, row.winrate_std), iqm, improve,
+            interval(row.winrate_ci_low, row.winrate_ci_high),
+            *(cell(get(row, f"{m}_mean"), get(row, f"{m}_std")) for m in (*METRICS[1:], "gold_quality")),
             *(cell(getattr(row, f"paper_{m}"), getattr(row, f"paper_{m}_std")) for m in METRICS)]) + " |")
     lines += ["", "Measured properties of this run (from the files named):", ""]
     lines += [f"- {key}: {value}" for key, value in records.items()]
@@ -134,11 +166,15 @@ def budget_table(cfg: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]
 
 
 def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], runs: dict[tuple[str, int], Path],
-                 data_stats: Path, rm_eval: Path, out_csv: Path, out_md: Path, out_budget: Path) -> pd.DataFrame:
+                 data_stats: Path, rm_eval: Path, out_csv: Path, out_md: Path, out_budget: Path,
+                 ceiling: dict[int, Path] | None = None) -> pd.DataFrame:
     """Table 1 and its budget table, after checking that the runs of a seed saw identical prompts."""
+    for path in [*evals.values(), *runs.values(), *(ceiling or {}).values()]:
+        if not path.is_file():
+            raise HarnessError(f"'{path}' not found; run the pipeline stage that writes it first")
     run_records = {key: json.loads(path.read_text()) for key, path in runs.items()}
     check_identical_prompts(run_records)
-    df = table1(cfg, evals)
+    df = table1(cfg, evals, ceiling)
     budget = budget_table(cfg, run_records)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False, float_format="%.4f")
@@ -150,12 +186,24 @@ def write_table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path], runs: 
     if "reference_gold_quality_mean" in stats:
         records[f"gold quality of human references ({data_stats})"] = round(stats["reference_gold_quality_mean"], 4)
     sft = df[df.algorithm == "SFT"].iloc[0]
-    for row in df[df.algorithm != "SFT"].itertuples():
+    if ceiling:
+        top = df[~df.algorithm.isin(["SFT", CEILING])].sort_values("winrate_mean").iloc[-1]
+        roof = df[df.algorithm == CEILING].iloc[0]
+        records["ceiling: winrate of the oracle summaries (mean over seeds' A/B orders)"] = (
+            f"{roof.winrate_mean:.2f}; highest algorithm mean {top.algorithm} {top.winrate_mean:.2f}, "
+            f"{roof.winrate_mean - top.winrate_mean:.2f} points below it")
+    for row in df[~df.algorithm.isin(["SFT", CEILING])].itertuples():
         for metric in ("winrate", "rm_score"):
             gap = getattr(row, f"{metric}_mean") - sft[f"{metric}_mean"]
             spread = max(getattr(row, f"{metric}_std"), sft[f"{metric}_std"])
             records[f"{row.algorithm} − SFT {metric}"] = (f"{gap:+.3f} ({gap / spread:+.1f} seed std)"
                                                           if spread > 0 else f"{gap:+.3f}")
+    if "p_improve_vs_rebel" in df:
+        decided = [f"{row.algorithm} {'above' if row.p_improve_vs_rebel_ci_low > 0.5 else 'below'}"
+                   for row in df.itertuples() if not pd.isna(row.p_improve_vs_rebel)
+                   and (row.p_improve_vs_rebel_ci_low > 0.5 or row.p_improve_vs_rebel_ci_high < 0.5)]
+        records["orderings against REBEL whose probability-of-improvement CI excludes 0.5"] = (
+            ", ".join(decided) or "none: every other algorithm is within the seed noise of REBEL")
     records["prompt order"] = ("the same seeded prompt stream for every online algorithm of a seed, identical order "
                                "for runs of equal length (SHA-256 in each run.json); DPO reads the preference pairs")
     out_md.write_text(markdown(df, records) + "\nBudget per run (mean over seeds, from each run.json):\n\n"

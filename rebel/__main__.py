@@ -1,5 +1,9 @@
 import sys
 
-from rebel.cli import main
+from rebel.kernels import pin_from_argv
+
+pin_from_argv(sys.argv[1:])  # before torch is imported: the config's runtime.cpu_kernels
+
+from rebel.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -19,10 +19,12 @@ from rebel.config import HarnessError
 MAX_BYTES = 2 * 1024 * 1024
 RENDER_FILES = (
     "*/data/stats.json", "*/rm/eval.json",
-    *(f"*/*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
+    *(f"*/*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl", "curve.jsonl",
+                                        "curve.json")),
     *(f"*/ablation/eta*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
     *(f"*/*/seed*/{name}" for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "leaderboard.json")),
     "*/search/*/lr*/eval.json",
+    "reproducibility/*/results/*/*/seed*/eval.json",
     "bandit/*/seed*.jsonl",
     "benchmark/**/*.json", "benchmark/**/*.csv",
 )

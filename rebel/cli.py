@@ -5,6 +5,7 @@
     python -m rebel reward-model --config C --data D --sft results/N/sft/model.json --out results/N/rm
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
     python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
+    python -m rebel ceiling      --config C --data D --rm ... --seed 1 --out results/N/ceiling/seed1
     python -m rebel leaderboard  --config C --data D --policy DIR/policy/model.json --out DIR
     python -m rebel search-table --config C --results results/N/search --csv tables/search.csv --md tables/search.md
     python -m rebel bandit       --bandit-config workflow/configs/testbed/bandit.yaml --algorithm A --out results/bandit/A
@@ -13,6 +14,8 @@
     python -m rebel table6       --config C --results results/N --csv tables/table6.csv --md tables/table6.md
     python -m rebel figure5      --config C --results results/N --algorithms ppo rebel --png figures/fig5.png
     python -m rebel figure6      --config C --results results/N --algorithms rebel --png figures/fig6.png
+    python -m rebel curves       --config C --results results/N --algorithms A ... --png figures/curves.png \
+                                 --csv tables/curves.csv
     python -m rebel export-cache --results results --out cache
     python -m rebel benchmark    --shape pythia-70m --out results/benchmark/pythia-70m [--algorithms A ...]
     python -m rebel figure2      --benchmarks results/benchmark/pythia-70m/benchmark.json --png figures/fig2.png \
@@ -25,6 +28,8 @@
                                  --out DIR/chat
     python -m rebel table2       --config C --results results/N --csv tables/table2.csv --md tables/table2.md \
                                  --mt-bench-csv tables/mt_bench.csv --png figures/fig7.png
+    python -m rebel reproducibility --config C --results-a results/N --results-b DIR/results/N --label-a portable \
+                                 --label-b scalar --csv tables/reproducibility.csv --md tables/reproducibility.md
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--split", choices=["test", "val"], default="test",
                            help="prompts to evaluate on (val: the hyperparameter search)")
+    p = stage("ceiling", "data", "rm", "out")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--judge-cache", type=Path, default=None, help="judge reply cache folder (default: OUT/judge_cache)")
     stage("table1", "results", "csv", "md", "budget")
     stage("mt-bench-setup")
     stage("chat-sets", "data", "out")
@@ -80,8 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     stage("search-table", "results", "csv", "md")
     stage("leaderboard", "data", "policy", "out")
     stage("table6", "results", "csv", "md")
+    p = stage("reproducibility", "results-a", "results-b", "csv", "md")
+    p.add_argument("--label-a", required=True, help="kernel path of --results-a (e.g. portable)")
+    p.add_argument("--label-b", required=True, help="kernel path of --results-b (e.g. scalar)")
     for name in ("figure5", "figure6"):
         stage(name, "results", "png").add_argument("--algorithms", nargs="+", required=True)
+    stage("curves", "results", "png", "csv").add_argument("--algorithms", nargs="+", required=True)
     stage("export-cache", "results", "out")
     stage("bandit", "bandit-config", "out").add_argument("--algorithm", required=True)
     stage("bandit-report", "bandit-config", "results", "csv", "md", "png")
@@ -140,6 +152,7 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
 
         train_reward_model(cfg, args.data, args.sft, args.out, device)
     elif args.stage == "train":
+        from eval.evaluate import CurveEvaluator
         from eval.judges import gold_sample_monitor, make_judge, preference_oracle
         from rebel.loop import train_online
 
@@ -155,8 +168,11 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         # Only self-play asks the judge during training (an API judge needs its key only then).
         with (make_judge(cfg, args.judge_cache or args.out / "judge_cache") if algorithm.self_play
               else nullcontext()) as judge:
+            curve = None if cfg["eval"]["curve"]["every"] is None else CurveEvaluator(
+                cfg, args.data, args.rm, device, seed=args.seed)
             train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                         out=args.out, monitor=monitor, preference=preference_oracle(judge) if judge else None)
+                         out=args.out, monitor=monitor, preference=preference_oracle(judge) if judge else None,
+                         curve=curve)
     elif args.stage == "evaluate":
         from eval.evaluate import evaluate_policy
         from eval.judges import make_judge
@@ -164,6 +180,12 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
             evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
                             judge=judge, out=args.out, split=args.split)
+    elif args.stage == "ceiling":
+        from eval.evaluate import evaluate_ceiling
+        from eval.judges import make_judge
+
+        with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
+            evaluate_ceiling(cfg, seed=args.seed, data_dir=args.data, rm_ref=args.rm, judge=judge, out=args.out)
     elif args.stage == "leaderboard":
         from eval.leaderboard import evaluate_leaderboard
 
@@ -186,10 +208,18 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         from eval.ablation import write_table6
 
         write_table6(cfg, args.results, args.csv, args.md)
+    elif args.stage == "reproducibility":
+        from eval.reproducibility import write_reproducibility
+
+        write_reproducibility(cfg, args.results_a, args.results_b, args.label_a, args.label_b, args.csv, args.md)
     elif args.stage in ("figure5", "figure6"):
         from eval import figures
 
         getattr(figures, args.stage)(cfg, args.results, args.algorithms, args.png)
+    elif args.stage == "curves":
+        from eval.curves import write_curves
+
+        write_curves(cfg, args.results, args.algorithms, args.png, args.csv)
     elif args.stage == "benchmark":
         from rebel.benchmark import run_benchmark
 
@@ -228,9 +258,11 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         def files(algorithms: list[str], name: str) -> dict:
             return {(a, seed): args.results / a / f"seed{seed}" / name for a in algorithms for seed in cfg["seeds"]}
 
+        ceiling = ({seed: args.results / "ceiling" / f"seed{seed}" / "eval.json" for seed in cfg["seeds"]}
+                   if cfg["data"]["source"] == "synthetic" else None)
         write_table1(cfg, files(["sft", *cfg["algorithms"]], "eval.json"), files(cfg["algorithms"], "run.json"),
                      args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
-                     args.csv, args.md, args.budget)
+                     args.csv, args.md, args.budget, ceiling)
 
 
 def _with_algorithm_params(cfg: dict, algorithm: str, assignments: list[str]) -> dict:

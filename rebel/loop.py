@@ -33,6 +33,7 @@ from transformers import get_scheduler
 
 from rebel import checkpoint
 from rebel import data as D
+from rebel import kernels
 from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
 from rebel.config import ConfigError, HarnessError, policy_settings
@@ -41,6 +42,8 @@ from rebel.profiling import peak_rss_mib, phase, profile_summary
 from rebel.rollout import Rollout
 
 SampleMonitor = Callable[[list[dict[str, Any]], list[str], torch.Tensor], dict[str, float]]
+CurveEvaluator = Callable[[torch.nn.Module], dict[str, Any]]
+"""Evaluates the current policy for a learning-curve point (eval.evaluate.CurveEvaluator)."""
 PreferenceOracle = Callable[[list[dict[str, Any]], list[str], list[str]], torch.Tensor]
 """P(a ≻ b | x) for each (prompt row, response a, response b): the judge, for self-play algorithms."""
 COUNTERS = ("prompts", "generations", "generated_tokens", "reward_model_calls", "preference_queries",
@@ -335,8 +338,11 @@ def run_iteration(run: Run, batch: tuple[torch.Tensor, ...], generator: torch.Ge
 
 def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_dir: Path, sft_ref: Path,
                  rm_ref: Path, out: Path, monitor: SampleMonitor | None = None,
-                 preference: PreferenceOracle | None = None) -> None:
-    """Run (or resume) one algorithm for one seed; writes ``out/{metrics.jsonl,run.json,policy/}``.
+                 preference: PreferenceOracle | None = None, curve: CurveEvaluator | None = None) -> None:
+    """Run (or resume) one algorithm for one seed; writes ``out/{metrics.jsonl,run.json,policy/}``,
+    and ``out/curve.jsonl`` when a ``curve`` evaluator is given: its numbers for the policy before
+    training and after every ``eval.curve.every`` iterations (and the last), each line with the
+    budget spent so far (the learning curves of Figure ``curves``).
 
     Live state (checkpoint and the growing metrics log) is kept in ``out/checkpoint/`` so
     that a killed run resumes from its last completed iteration with identical results;
@@ -377,10 +383,12 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         "prompt_stream_sha256": schedule_sha256([prompts[i]["id"] for i in prompt_schedule(len(prompts), len(prompts), 1, seed)[0]]),
         "trainable_parameters": sum(p.numel() for p in trainable.parameters() if p.requires_grad),
         "device": str(device), "processes": world, "torch": torch.__version__,
+        "kernels": kernels.active(cfg["runtime"]["cpu_kernels"]),
     }
 
     work = out / "checkpoint"
-    log_path = work / "metrics.jsonl"
+    log_path, curve_path = work / "metrics.jsonl", work / "curve.jsonl"
+    curve_every = cfg["eval"]["curve"]["every"] if curve is not None else None
     counters = dict.fromkeys(COUNTERS, 0)
     start = 0
     found = checkpoint.latest(work / "state")
@@ -396,6 +404,10 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         # Keep the log lines of the iterations the checkpoint holds, drop any after it.
         lines = log_path.read_text().splitlines() if found is not None and log_path.is_file() else []
         log_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] < start))
+        points = curve_path.read_text().splitlines() if found is not None and curve_path.is_file() else []
+        curve_path.write_text("".join(p + "\n" for p in points if json.loads(p)["iterations"] <= start))
+        if curve_every is not None and start == 0:
+            _curve_point(curve, accelerator.unwrap_model(policy), curve_path, 0, counters)
 
     k = algorithm.samples_per_prompt
     shard = pol["prompts_per_iteration"] // world
@@ -437,6 +449,8 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         if accelerator.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            if curve_every is not None and ((iteration + 1) % curve_every == 0 or iteration + 1 == iterations):
+                _curve_point(curve, accelerator.unwrap_model(policy), curve_path, iteration + 1, counters)
             if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == iterations:
                 checkpoint.save(work / "state", trainable, optimizer, scheduler,
                                 {"iteration": iteration, "counters": counters,
@@ -448,10 +462,21 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         M.save_model(accelerator.unwrap_model(policy), out / "policy", base_ref=sft if pol["lora"] is not None else None)
         M.write_model_ref(out / "policy" / "model.json", {"path": "."})
         shutil.copyfile(log_path, out / "metrics.jsonl")
+        if curve_every is not None:
+            shutil.copyfile(curve_path, out / "curve.jsonl")
         records = [json.loads(line) for line in log_path.read_text().splitlines()]
         profile = profile_summary(records, cfg["runtime"]["profile_warmup_iterations"], cfg["runtime"]["profile_iterations"])
         (out / "run.json").write_text(json.dumps(run_info | {"counters": counters, "profile": profile}, indent=2))
         shutil.rmtree(work)
+
+
+def _curve_point(curve: CurveEvaluator, policy: torch.nn.Module, path: Path, iterations: int,
+                 counters: dict[str, int]) -> None:
+    """Append one learning-curve point: the evaluator's numbers after ``iterations`` iterations,
+    with the budget spent by then (prompts, reward-model calls, preference queries)."""
+    spent = {key: counters[key] for key in ("prompts", "reward_model_calls", "preference_queries")}
+    with path.open("a") as f:
+        f.write(json.dumps({"iterations": iterations, **spent, **curve(policy)}) + "\n")
 
 
 def _reduce(accelerator: Accelerator, values: dict[str, float], how: str) -> dict[str, float]:

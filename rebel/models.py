@@ -12,6 +12,7 @@ are (``{"path": ...}`` for ones we trained, ``{"id": ..., "revision": ...}`` for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ import torch
 from torch import nn
 from transformers import (AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM,
                           GPTNeoXForSequenceClassification, PreTrainedModel)
+
+from rebel.config import HarnessError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -43,8 +46,44 @@ def write_model_ref(path: Path, ref: dict[str, Any]) -> None:
 
 def absolute_ref(ref: dict[str, Any]) -> dict[str, Any]:
     """A config's model reference with a local path made absolute (``model.json`` files
-    resolve relative paths against their own folder)."""
-    return {"path": str(Path(ref["path"]).resolve())} if "path" in ref else ref
+    resolve relative paths against their own folder). A relative path is taken from the
+    working directory when it exists there, else from the repository root (the pinned
+    embedded checkpoints under ``workflow/resources/``)."""
+    if "path" not in ref:
+        return ref
+    path = Path(ref["path"])
+    if not path.is_absolute() and not path.exists():
+        from rebel.config import REPO_ROOT
+
+        path = REPO_ROOT / path
+    return {"path": str(path.resolve())}
+
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_pinned(ref: dict[str, Any], key: str) -> dict[str, Any]:
+    """The absolute reference of a pinned checkpoint (``{path, sha256}``) after checking the
+    SHA-256 of its weights; a plain reference passes through :func:`absolute_ref`."""
+    resolved = absolute_ref(ref)
+    if "sha256" not in ref:
+        return resolved
+    weights = Path(resolved["path"]) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise HarnessError(f"key '{key}': pinned checkpoint '{weights}' not found")
+    found = file_sha256(weights)
+    if found != ref["sha256"]:
+        raise HarnessError(f"key '{key}.sha256': '{weights}' has SHA-256 {found}, the config pins {ref['sha256']}; "
+                           f"restore the file or set '{key}: null' to train it")
+    return resolved
 
 
 def read_model_ref(path: str | Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from transformers import get_scheduler
 from rebel import data as D
 from rebel import models as M
 from rebel import synthetic_tldr as task
+from rebel.config import HarnessError
 
 
 def _batches(n: int, batch_size: int, epochs: float, rng: random.Random) -> Iterator[list[int]]:
@@ -65,7 +66,9 @@ def train_sft(cfg: dict[str, Any], data_dir: Path, out: Path, device: torch.devi
     """Maximum likelihood on the human references (+ prompt tokens when ``loss_on_prompt``)."""
     stage = cfg["sft"]
     if stage["pretrained"] is not None:
-        M.write_model_ref(out / "model.json", M.absolute_ref(stage["pretrained"]))
+        ref = M.verify_pinned(stage["pretrained"], "sft.pretrained")
+        _check_tokenizer(ref, data_dir, "sft.pretrained")
+        M.write_model_ref(out / "model.json", ref)
         return
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     torch.manual_seed(stage["seed"])
@@ -100,8 +103,10 @@ def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: 
     stage = cfg["reward_model"]
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     if stage["pretrained"] is not None:
-        M.write_model_ref(out / "model.json", M.absolute_ref(stage["pretrained"]))
-        model = M.load_reward_model(stage["pretrained"], cfg["model"]["dtype"]).to(device)
+        ref = M.verify_pinned(stage["pretrained"], "reward_model.pretrained")
+        _check_tokenizer(ref, data_dir, "reward_model.pretrained")
+        M.write_model_ref(out / "model.json", ref)
+        model = M.load_reward_model(ref, cfg["model"]["dtype"]).to(device)
     else:
         torch.manual_seed(stage["seed"])
         model = M.reward_model_from_policy(M.load_policy(M.read_model_ref(sft_ref), cfg["model"]["dtype"]))
@@ -124,6 +129,16 @@ def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: 
         (out / "metrics.json").write_text(json.dumps({"steps": len(losses), "first_loss": losses[0],
                                                        "final_loss": statistics.mean(losses[-20:])}, indent=2))
     (out / "eval.json").write_text(json.dumps(evaluate_reward_model(model, tokenizer, data_dir, cfg, device), indent=2))
+
+
+def _check_tokenizer(ref: dict[str, Any], data_dir: Path, key: str) -> None:
+    """A local checkpoint that ships a tokenizer must have been trained with the data stage's one."""
+    if "path" not in ref:
+        return
+    shipped, ours = Path(ref["path"]) / "tokenizer.json", data_dir / "tokenizer" / "tokenizer.json"
+    if shipped.is_file() and M.file_sha256(shipped) != M.file_sha256(ours):
+        raise HarnessError(f"key '{key}': '{ref['path']}' was trained with another tokenizer than '{ours}' "
+                           f"(data settings changed?); set '{key}: null' to train it on this data")
 
 
 @torch.no_grad()

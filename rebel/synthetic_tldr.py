@@ -179,6 +179,13 @@ def _distractors_of(post: Post) -> list[str]:
     return found or list(_DISTRACTOR_PHRASES[:1])
 
 
+def oracle_summary(prompt: str) -> str:
+    """The best summary the gold quality admits: every salient fact of the post, in the post's
+    order, tersely, nothing else (gold quality 1.0; the ceiling row of Table 1)."""
+    body = prompt.split("POST:", 1)[-1]
+    return _join([" ".join(m.groups()) for m in _FACT_SENTENCE.finditer(body)], None)
+
+
 def post_facts(prompt: str) -> set[Fact]:
     """Salient facts stated in a prompt's text ("my S V my O" sentences)."""
     body = prompt.split("POST:", 1)[-1]

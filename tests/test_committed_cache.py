@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 CACHE = REPO / "cache"
 RENDER_RULES = {"table1", "table2", "table6", "search_table", "bandit_report", "figure2", "figure5", "figure6",
-                "render"}
+                "curves", "reproducibility", "render"}
 
 
 def test_committed_cache_renders_every_table_and_figure_without_training(tmp_path):

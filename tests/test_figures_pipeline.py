@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from conftest import SMOKE, snakemake
+from eval.tables import CEILING, display_name
 
 pytestmark = pytest.mark.slow
 
-TARGETS = ("tables/table1.csv", "tables/table6.csv", "figures/fig5.png", "figures/fig6.png")
-RENDER_RULES = {"table1", "table6", "figure5", "figure6"}
+TARGETS = ("tables/table1.csv", "tables/table6.csv", "figures/fig5.png", "figures/fig6.png", "figures/curves.png")
+RENDER_RULES = {"table1", "table6", "figure5", "figure6", "curves"}
 
 
 def scheduled(result) -> set[str]:
@@ -103,18 +104,19 @@ def test_an_algorithm_outside_the_package_appears_in_every_table_and_figure(rend
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     # The same data, SFT, reward model and REBEL run as the smoke pipeline (files and mtimes copied).
     work = tmp_path / "work"
-    for part in ("data", "sft", "rm", "rebel"):
+    for part in ("data", "sft", "rm", "rebel", "ceiling"):
         shutil.copytree(rendered / "results" / "smoke" / part, work / "results" / "smoke" / part)
     dry = snakemake(work, *TARGETS, "-n", config=config)
     assert scheduled(dry) == RENDER_RULES | {"train", "evaluate"}
     assert "wildcards: algorithm=rebel" not in dry.stdout  # only the new algorithm trains
     snakemake(work, *TARGETS, config=config)
     table = pd.read_csv(work / "tables" / "table1.csv")
-    assert table.algorithm.tolist() == ["SFT", "REBEL", "L1 REBEL (test)"]
+    assert table.algorithm.tolist() == ["SFT", "REBEL", "L1 REBEL (test)", CEILING]
     budget = pd.read_csv(work / "tables" / "table1_budget.csv").set_index("algorithm")
     assert budget.loc["L1 REBEL (test)", "reward_model_calls"] == budget.loc["REBEL", "reward_model_calls"]
     run = json.loads((work / "results" / "smoke" / name / "seed1" / "run.json").read_text())
     assert run["prompt_order_sha256"] == json.loads((work / "results/smoke/rebel/seed1/run.json").read_text())["prompt_order_sha256"]
     assert pd.read_csv(work / "tables" / "table6.csv").table1_runs.tolist() == [True]
-    for figure in ("fig5.png", "fig6.png"):
+    for figure in ("fig5.png", "fig6.png", "curves.png"):
         assert (work / "figures" / figure).stat().st_size > 10_000
+    assert "L1 REBEL (test)" in pd.read_csv(work / "tables" / "curves.csv").algorithm.map(display_name).tolist()

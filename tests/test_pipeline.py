@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import snakemake
+from eval.tables import CEILING
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +17,10 @@ ROWS = {"SFT": "sft", "DPO": "dpo", "Iterative DPO": "iterative_dpo", "PPO": "pp
 
 def test_table1_has_every_algorithm_row_from_pipeline_files(smoke_run):
     table = pd.read_csv(smoke_run / "tables" / "table1.csv")
-    assert table.algorithm.tolist() == list(ROWS)
+    assert table.algorithm.tolist() == [*ROWS, CEILING]
     assert (table.n_seeds == 1).all()
+    ceiling = json.loads((smoke_run / "results" / "smoke" / "ceiling" / "seed1" / "eval.json").read_text())
+    assert ceiling["gold_quality"] == 1.0 and ceiling["winrate"] > table.winrate_mean.iloc[:-1].max()
     for algorithm, folder in ROWS.items():
         written = json.loads((smoke_run / "results" / "smoke" / folder / "seed1" / "eval.json").read_text())
         row = table[table.algorithm == algorithm].iloc[0]

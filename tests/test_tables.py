@@ -56,4 +56,4 @@ def test_table1_shows_the_judging_interval_beside_the_seed_spread(tmp_path):
     assert rows.loc["REBEL", "winrate_mean"] == 72 and rows.loc["REBEL", "winrate_std"] == pytest.approx(2 ** 1.5)
     assert (rows.loc["REBEL", "winrate_ci_low"], rows.loc["REBEL", "winrate_ci_high"]) == (68, 76)
     assert rows.loc["SFT", "judge_parse_failures"] == 2
-    assert "| tiny | REBEL | 2 | 72.00 (2.83) | [68.0, 76.0] |" in markdown(df, {})
+    assert "| tiny | REBEL | 2 | 72.00 (2.83) | 72.00 [70.0, 74.0] |  | [68.0, 76.0] |" in markdown(df, {})

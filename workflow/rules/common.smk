@@ -13,6 +13,25 @@ if not workflow.overwrite_configfiles:  # no --configfile: the embedded default,
     config.clear()
     config.update(yaml.safe_load(DEFAULT_CONFIG.read_text()))
     update_config(config, overrides)
+
+
+def _typed(value):
+    """A --config value as a config file would give it: Snakemake reads nested values as strings
+    (sft='{pretrained: null}' would pin the path 'null'), so they are read again as YAML."""
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        sys.exit(f"config error: --config value '{value}' is not valid YAML ({str(exc).splitlines()[0]})")
+
+
+for _arg in workflow.config_settings.config_args or []:
+    _key, _, _value = _arg.partition("=")
+    update_config(config, {_key: _typed(_value)})
 try:
     validate(config, "config")
 except ConfigError as exc:

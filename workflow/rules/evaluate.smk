@@ -25,3 +25,26 @@ rule evaluate:
         "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
         " --policy {input.policy} --seed {wildcards.seed} --judge-cache {params.judge_cache} --out {params.out}"
         " > {log} 2>&1"
+
+
+rule ceiling:
+    """The task's ceiling on the same prompts, references and A/B order: the oracle summaries (synthetic task)."""
+    input:
+        data=DATA_FILES,
+        rm=RM_REF,
+    output:
+        evaluation=f"{RUN}/ceiling/seed{{seed}}/eval.json",
+        **({"curve": f"{RUN}/ceiling/seed{{seed}}/curve.json"} if config["eval"]["curve"]["every"] else {}),
+    params:
+        settings=fingerprint([config["eval"], config["policy"]["missing_eos_penalty"]]),
+        cmd=stage("ceiling"),
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output.evaluation),
+        judge_cache=f"{RUN}/judge_cache",
+    log:
+        f"{LOGS}/evaluate/ceiling_seed{{seed}}.log",
+    conda:
+        ENV
+    shell:
+        "{params.cmd} --data {params.data} --rm {input.rm} --seed {wildcards.seed}"
+        " --judge-cache {params.judge_cache} --out {params.out} > {log} 2>&1"

@@ -123,8 +123,37 @@ rule figure6:
         "{params.cmd} --results {params.results} --algorithms {params.algorithms} --png {output.png} > {log} 2>&1"
 
 
+rule curves:
+    """Learning curves: each algorithm's validation winrate (else gold quality, else RM score) against the
+    reward-model queries it spent (DPO: preference pairs), IQM over seeds with its 95% CI; the task's ceiling
+    on the same validation prompts (synthetic task)."""
+    input:
+        expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/curve.jsonl", algorithm=config["algorithms"], seed=config["seeds"]),
+        expand(f"{REPORT}/ceiling/seed{{seed}}/curve.json", seed=config["seeds"])
+        if config["data"]["source"] == "synthetic" else [],
+    output:
+        png="figures/curves.png",
+        pdf="figures/curves.pdf",
+        csv="tables/curves.csv",
+    params:
+        cmd=stage("curves"),
+        results=lambda wc, input: str(Path(input[0]).parents[2]),
+        algorithms=" ".join(f"'{a}'" for a in config["algorithms"]),
+    log:
+        f"{LOGS}/curves.log",
+    conda:
+        ENV
+    shell:
+        "{params.cmd} --results {params.results} --algorithms {params.algorithms} --png {output.png}"
+        " --csv {output.csv} > {log} 2>&1"
+
+
 RENDER_TARGETS = ["tables/table1.csv", "tables/table6.csv", "tables/search.csv", "tables/bandit.csv",
                   "tables/table2.csv", "figures/fig2.png", "figures/fig5.png", "figures/fig6.png"]
+if config["eval"]["curve"]["every"] is not None:  # learning curves are on (eval.curve.every)
+    RENDER_TARGETS.append("figures/curves.png")
+if config["render_from"] is not None:  # the cross-kernel-path table, from the exported second run
+    RENDER_TARGETS.append("tables/reproducibility.csv")
 
 
 rule render:

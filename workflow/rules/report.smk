@@ -5,6 +5,8 @@ rule table1:
         runs=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/run.json", algorithm=config["algorithms"], seed=config["seeds"]),
         stats=f"{REPORT}/data/stats.json",
         rm=f"{REPORT}/rm/eval.json",
+        ceiling=expand(f"{REPORT}/ceiling/seed{{seed}}/eval.json", seed=config["seeds"])
+        if config["data"]["source"] == "synthetic" else [],
     output:
         csv="tables/table1.csv",
         md="tables/table1.md",

@@ -8,9 +8,10 @@ rule train:
         policy=f"{RUN}/{{algorithm}}/seed{{seed}}/policy/model.json",
         metrics=f"{RUN}/{{algorithm}}/seed{{seed}}/metrics.jsonl",
         run=f"{RUN}/{{algorithm}}/seed{{seed}}/run.json",
+        **({"curve": f"{RUN}/{{algorithm}}/seed{{seed}}/curve.jsonl"} if config["eval"]["curve"]["every"] else {}),
     params:
         settings=lambda wc: fingerprint([policy_settings(config, wc.algorithm)["policy"],
-                                         config["algorithm_params"].get(wc.algorithm, {})]),
+                                         config["algorithm_params"].get(wc.algorithm, {}), config["eval"]["curve"]]),
         cmd=stage("train"),
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.run),
