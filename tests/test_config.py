@@ -112,6 +112,13 @@ def test_snakemake_config_overrides_apply_on_top_of_the_default(tmp_path):
     bad = dry_run('policy={"temprature": 0.7}')
     assert bad.returncode != 0
     assert "config error: config: unknown key 'policy.temprature'" in bad.stderr
+    # Nested values are typed as in a config file (Snakemake alone would pin the path 'null' and seed '1').
+    typed = dry_run("name=typed", "seeds=[1, 2]", "sft={pretrained: null}", "policy={lr: 1e-3}")
+    assert typed.returncode == 0, typed.stderr
+    written = yaml.safe_load((tmp_path / "results" / "typed" / "config.yaml").read_text())
+    assert written["seeds"] == [1, 2] and written["sft"]["pretrained"] is None
+    assert written["policy"]["lr"] == 1e-3
+    assert written["sft"]["epochs"] == load_config(None)["sft"]["epochs"]  # merged key by key
 
 
 def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):

@@ -15,16 +15,22 @@ if not workflow.overwrite_configfiles:  # no --configfile: the embedded default,
     update_config(config, overrides)
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _typed(value):
     """A --config value as a config file would give it: Snakemake reads nested values as strings
-    (sft='{pretrained: null}' would pin the path 'null'), so they are read again as YAML."""
-    for parse in (int, float):
-        try:
-            return parse(value)
-        except ValueError:
-            pass
+    (sft='{pretrained: null}' would pin the path 'null'), so they are read again as YAML, with
+    1e-3 a number as in the configs (YAML 1.1 alone would keep it a string)."""
+    def numbers(node):
+        if isinstance(node, dict):
+            return {k: numbers(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [numbers(v) for v in node]
+        return float(node) if isinstance(node, str) and _EXPONENT.fullmatch(node) else node
+
     try:
-        return yaml.safe_load(value)
+        return numbers(yaml.safe_load(value))
     except yaml.YAMLError as exc:
         sys.exit(f"config error: --config value '{value}' is not valid YAML ({str(exc).splitlines()[0]})")
 
