@@ -4,7 +4,7 @@
 #   make test     set up .venv, then run the test suite
 #   make figures-from-cache   render every table and figure from the committed cache/, without training
 # On a GPU machine with its own CUDA torch, install into that environment instead:
-#   pip install -e '.[test]' && snakemake --cores all --configfile workflow/configs/tldr-1.4b.yaml tables/table1.csv
+#   pip install -e '.[test]' && snakemake --cores all --configfile=workflow/configs/tldr-1.4b.yaml tables/table1.csv
 
 PYTHON ?= python3
 VENV ?= .venv

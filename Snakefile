@@ -1,7 +1,7 @@
 """REBEL harness pipeline: data -> SFT -> reward model -> policy optimization -> evaluation -> tables.
 
     snakemake --cores all tables/table1.csv                          # embedded default config
-    snakemake --cores all --configfile workflow/configs/smoke.yaml   # any other config
+    snakemake --cores all --configfile=workflow/configs/smoke.yaml tables/table1.csv   # any other config
     snakemake --cores all tables/search.csv                          # the learning-rate search
     snakemake --cores all tables/bandit.csv                          # the exact-optimum testbed
     snakemake --cores all figures/fig2.png                           # Figure 2: runtime and memory (CPU shape)

@@ -8,7 +8,9 @@ preference pair (the pairs the reward model is trained on), β = 0.05, one pass 
 pairs (appendix H.1.5). The shared loop feeds the pairs in a seeded order, a batch of
 ``prompts_per_iteration`` pairs per iteration, with the preference label as the reward
 (1 chosen, 0 rejected); no response is generated and no reward model is called.
-Log-probs are taken at the loop's temperature, like every other algorithm's.
+DPO never samples, so its log-probs (policy and reference) are taken at temperature 1, as in the
+reference implementation, whatever ``policy.temperature`` the online algorithms sample at
+(:func:`rebel.loop.logprob_temperature`).
 
 :func:`preference_loss` is shared with iterative DPO (:mod:`baselines.iterative_dpo`),
 which labels pairs by reward and anchors at π_t instead of π_ref.

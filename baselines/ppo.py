@@ -10,11 +10,18 @@ advantage estimation (Schulman et al. 2016)
     δ_t = r_t + γ_d V_{t+1} − V_t,    A_t = δ_t + γ_d λ A_{t+1},    R_t = A_t + V_t
 
 with γ_d = 1, λ = 0.95 and V = 0 after the last token; advantages are whitened over the
-rollout's tokens. The loss on a minibatch, averaged over response tokens, is
+rollout's tokens, of all processes. The loss on a minibatch, averaged over its response tokens, is
 
     max(−A ρ, −A clip(ρ, 1 ± ε)) + c_v · ½ max((V − R)², (clip(V, V_old ± ε_v) − R)²)
 
 with ρ = πθ/π_t per token, ε = ε_v = 0.2, c_v = 0.1 (appendix H.1.5), 4 passes per batch.
+
+What is global under several processes (each holding a shard of the rollout): the whitening's
+mean and variance are over every process's tokens (:func:`rebel.distributed.global_sum`), and
+the token mean of the loss is over the global minibatch's tokens (``Rollout.token_mean`` with the
+loop's ``token_normalizer``), so the update is the single-process one on the same global batch,
+whatever the shards' response lengths or ``runtime.update_micro_batch_prompts``. The critic is
+trained through its forward (``rebel.models.TokenValueModel``), so DDP all-reduces its gradients.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from rebel.algorithms.base import Algorithm
+from rebel.distributed import global_sum
 from rebel.rollout import Rollout
 
 
@@ -51,14 +59,15 @@ class PPOParams:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum()
-
-
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit (Bessel-corrected) variance over the masked entries; zero elsewhere."""
-    mean = masked_mean(values, mask)
-    var = ((values - mean) ** 2 * mask).sum() / (mask.sum() - 1)
+    """Zero mean, unit (Bessel-corrected) variance over the masked entries; zero elsewhere.
+
+    Mean and variance are global: over the masked entries of all processes (two all-reduces
+    under torch.distributed), as one process whitening the whole rollout (Huang et al. 2024).
+    """
+    count = global_sum(mask.sum())
+    mean = global_sum((values * mask).sum()) / count
+    var = global_sum(((values - mean) ** 2 * mask).sum()) / (count - 1)
     return (values - mean) * torch.rsqrt(var + eps) * mask
 
 
@@ -97,10 +106,11 @@ class PPO(Algorithm):
              values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p, mask = self.params, batch.response_mask.float()
         ratio = torch.exp((logprobs - batch.logprobs) * mask)
-        policy_loss = masked_mean(torch.maximum(-batch.advantages * ratio,
-                                                -batch.advantages * ratio.clamp(1 - p.clip_range, 1 + p.clip_range)), mask)
+        # Token means over the global minibatch (batch.token_normalizer; this batch's tokens when unset).
+        policy_loss = batch.token_mean(torch.maximum(-batch.advantages * ratio,
+                                                     -batch.advantages * ratio.clamp(1 - p.clip_range, 1 + p.clip_range)))
         clipped = batch.values + (values - batch.values).clamp(-p.value_clip_range, p.value_clip_range)
-        value_loss = 0.5 * masked_mean(torch.maximum((values - batch.returns) ** 2, (clipped - batch.returns) ** 2), mask)
+        value_loss = 0.5 * batch.token_mean(torch.maximum((values - batch.returns) ** 2, (clipped - batch.returns) ** 2))
         stats = {"policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
-                 "clip_fraction": masked_mean(((ratio - 1).abs() > p.clip_range).float(), mask)}
+                 "clip_fraction": batch.token_mean(((ratio - 1).abs() > p.clip_range).float())}
         return policy_loss + p.vf_coef * value_loss, stats

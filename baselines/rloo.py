@@ -6,7 +6,9 @@ Kool et al. 2019 ("Buy 4 REINFORCE samples, get a baseline for free!"); Ahmadian
 
 The advantage of sample i of a prompt is its reward minus the mean reward of the prompt's
 other k − 1 samples, ``A_i = r_i − (Σ_j r_j − r_i) / (k − 1)``, and the loss is
-``−mean_i A_i · log πθ(y_i|x)`` with the sequence log-prob.
+``−mean_i A_i · log πθ(y_i|x)`` with the sequence log-prob, importance-weighted by the sequence
+ratio πθ/π_t and clipped as in TRL's RLOOTrainer (:func:`baselines.reinforce.clipped_sequence_loss`:
+exact on the first minibatch of a rollout, corrected on the later, off-policy ones).
 
 The KL penalty is folded into the reward *before* the baseline: ``r`` is the shared
 loop's sequence-level ``RM − γ (log π_t − log π_0)`` (Eq. 22), as in Ahmadian et al. 2024.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from baselines.reinforce import clipped_sequence_loss
 from rebel.algorithms.base import Algorithm
 from rebel.rollout import Rollout
 
@@ -28,7 +31,13 @@ from rebel.rollout import Rollout
 @dataclass(frozen=True)
 class RLOOParams:
     epochs_per_iteration: int = 1
-    """Update passes per batch (appendix H.1.5 lists none for RLOO: one on-policy pass)."""
+    """Update passes per batch (appendix H.1.5 lists none for RLOO: one pass)."""
+    clip_range: float = 0.2
+    """ε of the sequence-ratio clip (TRL's RLOO ``cliprange`` default)."""
+
+    def __post_init__(self) -> None:
+        if not self.clip_range > 0:
+            raise ValueError(f"clip_range must be > 0, got {self.clip_range}")
 
 
 def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -47,8 +56,8 @@ class RLOO(Algorithm):
     def loss(self, logprobs: torch.Tensor, batch: Rollout,
              values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         advantages = leave_one_out_advantages(batch.grouped(batch.rewards)).reshape(-1)
-        loss = -(advantages * logprobs.sum(-1)).mean()
-        return loss, {"advantage_abs": advantages.abs().mean()}
+        loss, clipped = clipped_sequence_loss(logprobs, batch.logprobs, advantages, self.params.clip_range)
+        return loss, {"advantage_abs": advantages.abs().mean(), "clip_fraction": clipped}
 
 
 class RLOOk4(RLOO):

@@ -3,12 +3,19 @@
 - Responses to a seeded subset of the test prompts (the same subset for every policy),
   sampled at ``eval.temperature`` (0.01, near greedy).
 - RM score: the reward model's score, Γ for a response without EOS (as in training).
-- KL(π‖π_ref): mean over prompts of the sequence log-ratio log π(y|x) − log π_ref(y|x) of
-  the policy's own samples, with log-probs at the training temperature (the distribution
-  the policy was optimized as).
+- KL(π_T‖π_ref,T) (``kl``): the divergence of the distribution the policy was trained as
+  (logits / T, T = ``policy.temperature``) from the reference's at the same T, estimated on a
+  separate draw y ~ π_T, one per test prompt, by the k1 estimator, the mean of the sequence
+  log-ratio log π_T(y|x) − log π_ref,T(y|x) (unbiased; ``kl_se`` its standard error over
+  prompts). These samples and their RM scores are ``kl_samples.jsonl`` (Figure 5's KL bins).
+- ``greedy_logratio``: the same log-ratio averaged over the near-greedy evaluation samples,
+  the reference code's "KL" (implementation notes), kept to compare with the paper's KL
+  column. It is no divergence: those samples are not drawn from π_T.
 - Winrate against the human reference summaries, A/B order randomized per example from
-  the recorded seed; unparseable judgments are counted and excluded; a 95% Wilson score
-  interval on the wins; for an API judge, its calls, tokens and estimated cost.
+  the recorded seed; unparseable judgments are counted and excluded; ties counted as half
+  when the judge can tell them (the gold judge), with a 95% interval that does not count
+  the judge's tie-breaking coin flips as evidence (:func:`winrate`); for an API judge, its
+  calls, tokens and estimated cost.
 """
 
 from __future__ import annotations
@@ -32,13 +39,20 @@ from rebel.generation import BACKENDS, sample_responses
 from rebel.loop import micro_batches, score_batches
 
 
-def test_subset(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """A seeded subset of an evaluation split, independent of the policy being evaluated."""
+def test_subset(rows: list[dict[str, Any]], n: int, seed: int, key: str | None = None,
+                split: str = "") -> list[dict[str, Any]]:
+    """A seeded subset of an evaluation split, independent of the policy being evaluated.
+
+    With ``key`` (the config key that asks for ``n``), a split of fewer than ``n`` rows is an error
+    naming it; without, the whole split is taken (the search's validation prompts)."""
+    if key is not None and n > len(rows):
+        raise HarnessError(f"{key}: {n} is more than the {len(rows)} prompts of the {split or 'evaluation'} split; "
+                           f"allowed: 1 to {len(rows)}")
     index = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     return [rows[i] for i in index]
 
 
-def wilson_interval(wins: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson_interval(wins: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95% Wilson score interval of a binomial proportion (Wilson 1927), in [0, 1]; NaN for n = 0.
 
     Chosen over the normal approximation because it stays inside [0, 1] and keeps its coverage
@@ -53,10 +67,29 @@ def wilson_interval(wins: int, n: int, z: float = 1.959963984540054) -> tuple[fl
     return max(0.0, center - half), min(1.0, center + half)
 
 
+def tie_aware_winrate(wins: int, ties: int, judged: int) -> tuple[float, float, float]:
+    """Winrate with ties counted as half, ``p = (wins + ties / 2) / judged``, and its 95% interval, as fractions.
+
+    A judge without a tie answer (H.1.6) breaks a tie by the A/B order: a coin flip, which says
+    nothing about the policy. Counted as judgments, the flips would enter the interval's n as
+    evidence. Here only the decided comparisons do: the interval is the Wilson score interval of
+    ``p`` with ``n = judged − ties`` (:func:`wilson_interval`), so ties never narrow it (it is
+    conservative: the ties' share is treated as carrying no information). With no ties it is the
+    plain Wilson interval of the wins; with only ties it is undefined (NaN).
+    """
+    if judged == 0:
+        return float("nan"), float("nan"), float("nan")
+    rate, decided = (wins + 0.5 * ties) / judged, judged - ties
+    low, high = wilson_interval(rate * decided, decided)
+    return rate, low, high
+
+
 def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list[str],
             seed: int) -> dict[str, Any]:
     """Winrate of ``policy`` over ``reference`` (percent) with per-example A/B order from ``seed``,
-    and its 95% Wilson interval (:func:`wilson_interval`)."""
+    and its 95% interval (:func:`tie_aware_winrate`). ``outcomes`` are the judge's decisions (1 win,
+    0 loss, None unparseable); ``tie`` marks the examples the judge calls ties (None: it cannot tell),
+    which count ½ whatever it decided."""
     rng = random.Random(seed)
     policy_is_a = [rng.random() < 0.5 for _ in prompts]
     a = [p if first else r for p, r, first in zip(policy, reference, policy_is_a)]
@@ -64,24 +97,29 @@ def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list
     outcomes = []
     for pref, first in zip(judge.judge(prompts, a, b), policy_is_a, strict=True):
         outcomes.append(None if pref is None else 1.0 if (pref == "A") == first else 0.0)
-    valid = [o for o in outcomes if o is not None]
-    low, high = wilson_interval(int(sum(valid)), len(valid))
-    return {"winrate": 100.0 * float(np.mean(valid)) if valid else float("nan"),
-            "winrate_ci_low": 100.0 * low, "winrate_ci_high": 100.0 * high,
-            "judged": len(valid), "parse_failures": len(outcomes) - len(valid),
-            "outcomes": outcomes, "policy_is_a": policy_is_a}
+    known = judge.ties(prompts, a, b)
+    tie = known if known is not None else [False] * len(outcomes)
+    valid = [(o, t) for o, t in zip(outcomes, tie, strict=True) if o is not None]
+    ties = sum(t for _, t in valid)
+    rate, low, high = tie_aware_winrate(int(sum(o for o, t in valid if not t)), ties, len(valid))
+    return {"winrate": 100.0 * rate, "winrate_ci_low": 100.0 * low, "winrate_ci_high": 100.0 * high,
+            "judged": len(valid), "ties": ties if known is not None else None,
+            "parse_failures": len(outcomes) - len(valid),
+            "outcomes": outcomes, "tie": known, "policy_is_a": policy_is_a}
 
 
 @torch.no_grad()
 def sample_eval_responses(cfg: dict[str, Any], policy: torch.nn.Module, tokenizer, rows: list[dict[str, Any]], *,
-                          seed: int, max_new_tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """One response per prompt row at ``eval.temperature``, drawn from ``seed`` (the same draws for every
-    policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``."""
+                          seed: int, max_new_tokens: int, device: torch.device,
+                          temperature: float | None = None) -> tuple[torch.Tensor, ...]:
+    """One response per prompt row at ``temperature`` (default ``eval.temperature``), drawn from ``seed``
+    (the same draws for every policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``."""
     prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
     torch.manual_seed(seed)
     backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
     return sample_responses(
-        backend, policy, prompt_ids, prompt_mask, samples_per_prompt=1, temperature=cfg["eval"]["temperature"],
+        backend, policy, prompt_ids, prompt_mask, samples_per_prompt=1,
+        temperature=cfg["eval"]["temperature"] if temperature is None else temperature,
         max_new_tokens=max_new_tokens, batch_size=cfg["eval"]["batch_size"],
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
@@ -101,7 +139,7 @@ def score_responses(cfg: dict[str, Any], reward_model: torch.nn.Module, rows: li
         judged = winrate(judge, prompts, texts, [r["reference"] for r in rows], seed)
         summary |= {"judge": judge.name, "winrate": judged["winrate"], "winrate_ci_low": judged["winrate_ci_low"],
                     "winrate_ci_high": judged["winrate_ci_high"], "judged": judged["judged"],
-                    "judge_parse_failures": judged["parse_failures"]}
+                    "ties": judged["ties"], "judge_parse_failures": judged["parse_failures"]}
         if judge.usage() is not None:
             summary["judge_usage"] = judge.usage()
     summary |= {"rm_score": scores.mean().item(), "eos_rate": has_eos.float().mean().item()}
@@ -124,7 +162,7 @@ class CurveEvaluator:
         self.cfg, self.seed, self.device = cfg, seed, device
         self.tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
         self.rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"],
-                                cfg["data"]["seed"])
+                                cfg["data"]["seed"], key="eval.curve.n_prompts", split="validation")
         self.reward_model = M.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
         judge = cfg["eval"]["judge"]
         self.judge = GoldJudge() if judge["type"] == "gold" else None
@@ -145,11 +183,19 @@ class CurveEvaluator:
         return {key: value for key, value in summary.items() if not key.startswith("winrate_ci")}
 
 
+def kl_sample_seed(seed: int) -> int:
+    """The seed of the KL draw at the training temperature: another stream than the evaluation draw's."""
+    return (seed * 1_000_003 + 1) % 2**63
+
+
 @torch.no_grad()
 def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_dir: Path, sft_ref: Path,
                     rm_ref: Path, judge: Judge, out: Path, split: str = "test") -> dict[str, Any]:
     """Evaluate a policy on the ``split`` prompts (``val`` for the hyperparameter search);
-    writes ``out/generations.jsonl`` and ``out/eval.json``."""
+    writes ``out/generations.jsonl``, ``out/kl_samples.jsonl`` and ``out/eval.json``."""
+    # Table 1 needs all of eval.n_prompts; the search (val) takes at most that many validation prompts.
+    rows = test_subset(D.read_jsonl(data_dir / f"{split}.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"],
+                       key="eval.n_prompts" if split == "test" else None, split=split)
     device = M.resolve_device(cfg["runtime"]["device"])
     dtype, batch = cfg["model"]["dtype"], cfg["eval"]["batch_size"]
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
@@ -158,25 +204,42 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     reference = M.Reference(policy, None if is_adapter else M.load_policy(M.read_model_ref(sft_ref), dtype).to(device))
     reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval()
 
-    rows = test_subset(D.read_jsonl(data_dir / f"{split}.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"])
+    temperature = cfg["policy"]["temperature"]
+
+    def logratio(chunks: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """Sequence log π_T(y|x) − log π_ref,T(y|x) at the training temperature."""
+        logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks).sum(-1)
+        with reference.model() as ref_model:
+            return logp - score_batches(lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature),
+                                        chunks).sum(-1)
+
     p_ids, p_mask, r_ids, r_mask, has_eos = sample_eval_responses(
         cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=cfg["data"]["response_length"], device=device)
     chunks = micro_batches(batch, p_ids, p_mask, r_ids, r_mask)
-    temperature = cfg["policy"]["temperature"]
-    logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks).sum(-1)
-    with reference.model() as ref_model:
-        ref_logp = score_batches(lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature), chunks).sum(-1)
+    greedy = logratio(chunks)
     texts = D.decode_responses(tokenizer, r_ids, r_mask)
     scores, judged, result = score_responses(cfg, reward_model, rows, chunks, texts, has_eos, judge=judge, seed=seed)
-    result = {"seed": seed, "split": split, **result, "kl": (logp - ref_logp).mean().item(),
+    kl_draw = sample_eval_responses(cfg, policy, tokenizer, rows, seed=kl_sample_seed(seed), device=device,
+                                    max_new_tokens=cfg["data"]["response_length"], temperature=temperature)
+    kl_chunks = micro_batches(batch, *kl_draw[:4])
+    kl = logratio(kl_chunks)
+    kl_rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), kl_chunks)
+    kl_scores = torch.where(kl_draw[4], kl_rm, torch.full_like(kl_rm, cfg["policy"]["missing_eos_penalty"]))
+    result = {"seed": seed, "split": split, **result, "kl": kl.mean().item(),
+              "kl_se": (kl.std() / math.sqrt(len(kl))).item() if len(kl) > 1 else float("nan"),
+              "kl_estimator": f"k1 on y ~ pi_T, T = {temperature} (policy.temperature), one per prompt",
+              "greedy_logratio": greedy.mean().item(),
               "response_tokens": r_mask.sum(-1).float().mean().item(), "kernels": kernels.active(
                   cfg["runtime"]["cpu_kernels"])}
     out.mkdir(parents=True, exist_ok=True)
     D.write_jsonl(out / "generations.jsonl", (
-        {"id": r["id"], "response": t, "has_eos": bool(e), "rm_score": s, "kl": kl, "reference": r["reference"],
-         "policy_was_a": a, "outcome": o}
-        for r, t, e, s, kl, a, o in zip(rows, texts, has_eos.tolist(), scores.tolist(),
-                                           (logp - ref_logp).tolist(), judged["policy_is_a"], judged["outcomes"])))
+        {"id": r["id"], "response": t, "has_eos": bool(e), "rm_score": s, "logratio": lr, "reference": r["reference"],
+         "policy_was_a": a, "outcome": o, "tie": None if judged["tie"] is None else judged["tie"][i]}
+        for i, (r, t, e, s, lr, a, o) in enumerate(zip(rows, texts, has_eos.tolist(), scores.tolist(), greedy.tolist(),
+                                                      judged["policy_is_a"], judged["outcomes"]))))
+    D.write_jsonl(out / "kl_samples.jsonl", (
+        {"id": r["id"], "kl": k, "rm_score": s, "has_eos": bool(e)}
+        for r, k, s, e in zip(rows, kl.tolist(), kl_scores.tolist(), kl_draw[4].tolist())))
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -208,10 +271,11 @@ def evaluate_ceiling(cfg: dict[str, Any], *, seed: int, data_dir: Path, rm_ref: 
 
     out.mkdir(parents=True, exist_ok=True)
     result = {"split": "test", **oracle(test_subset(D.read_jsonl(data_dir / "test.jsonl"), cfg["eval"]["n_prompts"],
-                                                    cfg["data"]["seed"]), judge)}
+                                                    cfg["data"]["seed"], key="eval.n_prompts", split="test"), judge)}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     if cfg["eval"]["curve"]["every"] is not None:  # the CurveEvaluator's prompts, seed and judge
-        rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"], cfg["data"]["seed"])
+        rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"], cfg["data"]["seed"],
+                           key="eval.curve.n_prompts", split="validation")
         curve_judge = GoldJudge() if cfg["eval"]["judge"]["type"] == "gold" else None
         (out / "curve.json").write_text(json.dumps({"split": "val", **oracle(rows, curve_judge)}, indent=2))
     return result

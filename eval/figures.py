@@ -1,6 +1,7 @@
-"""Figures 5 and 6 of the paper from the files the pipeline wrote (``metrics.jsonl``, ``generations.jsonl``).
+"""Figures 5 and 6 of the paper from the files the pipeline wrote (``metrics.jsonl``, ``kl_samples.jsonl``).
 
-Figure 5 (appendix K), RM score against KL(π‖π_ref), axes oriented as in the paper (RM score on x):
+Figure 5 (appendix K), RM score against KL(π_T‖π_ref,T) at the training temperature T, axes
+oriented as in the paper (RM score on x):
 
 - left: training. One point per logged iteration (mean over the iteration's samples and over
   seeds) and, at up to ``ELLIPSES`` evenly spaced iterations, the 2-std ellipse of the
@@ -8,9 +9,11 @@ Figure 5 (appendix K), RM score against KL(π‖π_ref), axes oriented as in the
   checkpoints every 100 steps; here the points come from the training samples the shared
   loop already scores each iteration (no extra generation), i.e. from π_t's own samples on
   that iteration's training prompts.
-- right: the final checkpoint's test generations (``generations.jsonl`` of the evaluate stage),
-  sorted by per-example KL into ``BINS`` bins of equal size; mean RM score and mean KL per bin,
-  then the mean over seeds of each bin.
+- right: the final checkpoint's samples y ~ π_T on the test prompts (``kl_samples.jsonl`` of the
+  evaluate stage, drawn at the training temperature, not the near-greedy evaluation draw),
+  sorted by their log-ratio log π_T(y|x) − log π_ref,T(y|x) (the k1 terms of the KL) into
+  ``BINS`` bins of equal size; mean RM score and mean log-ratio per bin, then the mean over
+  seeds of each bin.
 
 Figure 6 (appendix L): the regression loss of Eq. 1 (``regression_mse``, logged by REBEL and by
 any algorithm that logs it) per iteration: each seed faint, the mean over seeds, and its
@@ -106,7 +109,7 @@ def _title(cfg: dict[str, Any]) -> str:
 
 
 def figure5(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path) -> None:
-    """Figure 5 from ``<results>/<algorithm>/seed<S>/{metrics.jsonl,generations.jsonl}``; writes PNG and PDF."""
+    """Figure 5 from ``<results>/<algorithm>/seed<S>/{metrics.jsonl,kl_samples.jsonl}``; writes PNG and PDF."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     for algorithm in algorithms:
         color, label = _color(cfg, algorithm), display_name(algorithm)
@@ -123,17 +126,18 @@ def figure5(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
                           xytext=(4, -10 if where == "start" else 4), textcoords="offset points")
         binned = []
         for folder in folders:
-            gens = read_jsonl(folder / "generations.jsonl", ("kl", "rm_score"))
-            binned.append(kl_bins(gens.kl.to_numpy(), gens.rm_score.to_numpy()))
+            samples = read_jsonl(folder / "kl_samples.jsonl", ("kl", "rm_score"))
+            binned.append(kl_bins(samples.kl.to_numpy(), samples.rm_score.to_numpy()))
         mean = pd.concat(binned).groupby("bin")[["kl", "rm_score"]].mean()
-        right.plot(mean.rm_score, mean.kl, "-o", color=color, label=f"{label} ({binned[0].n.sum()} generations"
+        right.plot(mean.rm_score, mean.kl, "-o", color=color, label=f"{label} ({binned[0].n.sum()} samples"
                                                                         f" × {len(binned)} seed(s))")
     left.autoscale_view()
     left.set(xlabel="RM score (reward model, Γ without EOS)", ylabel="KL(π_t ‖ π_ref) per sequence [nats]",
              title=f"During training: mean per iteration, 2-std ellipses at ≤{ELLIPSES} iterations\n"
                    "(π_t's training samples, pooled over seeds; the paper: test set every 100 steps)")
-    right.set(xlabel="mean RM score in the bin", ylabel="mean KL(π ‖ π_ref) in the bin [nats]",
-              title=f"Final checkpoint: test generations in {BINS} equal-size KL bins\n(each bin: mean over seeds)")
+    right.set(xlabel="mean RM score in the bin", ylabel="mean log π_T(y|x) − log π_ref,T(y|x) in the bin [nats]",
+              title=f"Final checkpoint: test samples y ~ π_T (training temperature) in {BINS} equal-size\n"
+                    "log-ratio bins (k1 KL terms; each bin: mean over seeds)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -7,7 +7,9 @@ which is counted and reported rather than replaced by a coin flip.
 The H.1.6 format has no tie: on equal gold quality the gold judge answers "A" (one
 decision function, :func:`gold_preference`, shared with the loopback server's grader).
 Callers show the two summaries in a per-example random order, so in expectation a tie
-is a fair coin flip.
+is a fair coin flip. A judge that can tell a tie (the gold judge) says so through
+:meth:`Judge.ties`, so that a winrate counts ties as half and its interval does not take
+coin flips for evidence (:func:`eval.evaluate.winrate`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ class Judge(ABC):
     def judge(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[Preference]:
         """One preference per example: "A", "B", or None when the answer was unusable."""
 
+    def ties(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[bool] | None:
+        """Which examples are ties (both summaries equally good), or None when the judge cannot tell."""
+        return None
+
     def usage(self) -> dict[str, int | float] | None:
         """Calls, cache hits, retries, failures, tokens and estimated cost so far (API judges only)."""
         return None
@@ -103,6 +109,10 @@ class GoldJudge(Judge):
 
     def judge(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[Preference]:
         return [gold_preference(p, a, b) for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)]
+
+    def ties(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[bool]:
+        return [task.gold_quality(p, a) == task.gold_quality(p, b)
+                for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)]
 
 
 class OpenAIJudge(Judge):

@@ -1,4 +1,4 @@
-"""Table 1 (paper §5.1): winrate, RM score and KL per algorithm, mean and std over seeds,
+"""Table 1 (paper §5.1): winrate, RM score and KL(π_T‖π_ref,T) per algorithm, mean and std over seeds,
 and its budget table (prompts, generations, tokens, reward-model calls, optimizer steps).
 
 Every number comes from an ``eval.json`` the pipeline wrote; when the config reproduces a
@@ -63,11 +63,11 @@ def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path],
     grouped = df.groupby("algorithm", sort=False)
     out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": order})
     out["n_seeds"] = out.algorithm.map(grouped.size())
-    for metric in (*METRICS, "gold_quality"):
-        if metric in df:
+    for metric in (*METRICS, "kl_se", "greedy_logratio", "gold_quality", "ties"):
+        if metric in df and df[metric].notna().any():
             out[f"{metric}_mean"] = out.algorithm.map(grouped[metric].mean())
             out[f"{metric}_std"] = out.algorithm.map(grouped[metric].std(ddof=1))
-    # The judging interval of one seed's winrate (95% Wilson, eval.json), averaged over seeds.
+    # The judging interval of one seed's winrate (95%, ties as half and not as evidence; eval.json), averaged over seeds.
     for bound in ("winrate_ci_low", "winrate_ci_high"):
         out[bound] = out.algorithm.map(grouped[bound].mean()) if bound in df else float("nan")
     out["judge_parse_failures"] = out.algorithm.map(grouped["judge_parse_failures"].sum())
@@ -104,8 +104,9 @@ def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
         return getattr(row, column, float("nan"))
 
     lines = ["| model | algorithm | seeds | winrate % | winrate IQM [95% CI] | P(> REBEL) [95% CI] | judging 95% CI "
-             "| RM score | KL(π‖π_ref) | gold quality | paper winrate | paper RM | paper KL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ties | RM score | KL(π_T‖π_ref,T) | greedy log-ratio | gold quality | paper winrate | paper RM "
+             "| paper KL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in df.itertuples():
         iqm = "" if pd.isna(get(row, "winrate_iqm")) else (
             f"{row.winrate_iqm:.2f} {interval(row.winrate_iqm_ci_low, row.winrate_iqm_ci_high)}")
@@ -116,9 +117,18 @@ def markdown(df: pd.DataFrame, records: dict[str, Any]) -> str:
             row.model_size, row.algorithm, str(row.n_seeds),
             cell(row.winrate_mean, row.winrate_std), iqm, improve,
             interval(row.winrate_ci_low, row.winrate_ci_high),
-            *(cell(get(row, f"{m}_mean"), get(row, f"{m}_std")) for m in (*METRICS[1:], "gold_quality")),
+            "" if pd.isna(get(row, "ties_mean")) else f"{row.ties_mean:.0f}",
+            *(cell(get(row, f"{m}_mean"), get(row, f"{m}_std"))
+              for m in ("rm_score", "kl", "greedy_logratio", "gold_quality")),
             *(cell(getattr(row, f"paper_{m}"), getattr(row, f"paper_{m}_std")) for m in METRICS)]) + " |")
-    lines += ["", "Measured properties of this run (from the files named):", ""]
+    lines += ["", "Winrate: ties (both summaries equally good, when the judge can tell: the gold judge) count as half, "
+              "whatever the judge's tie-breaking A/B order decided; `ties` is their mean number per seed. The judging "
+              "interval takes only the decided comparisons as evidence (Wilson, n = judged − ties), so coin flips "
+              "never narrow it. KL(π_T‖π_ref,T): k1 estimate (mean sequence log-ratio) on a separate draw from the "
+              "policy at the training temperature T, log-probs at T (eval.json `kl`, its standard error `kl_se`). "
+              "Greedy log-ratio: the same log-ratio on the near-greedy evaluation samples (eval.temperature), the "
+              "reference code's \"KL\", the one comparable with the paper's KL column; it is not a divergence.",
+              "", "Measured properties of this run (from the files named):", ""]
     lines += [f"- {key}: {value}" for key, value in records.items()]
     return "\n".join(lines) + "\n"
 

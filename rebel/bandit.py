@@ -188,7 +188,7 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
                 "runtime": {"update_micro_batch_prompts": None}}
     torch.manual_seed(seed)
     policy, reference = TabularPolicy(problem.ref_logits), TabularPolicy(problem.ref_logits).requires_grad_(False)
-    critic = TabularCritic(cfg.contexts) if algorithm.needs_value_model else None
+    critic = M.TokenValueModel(TabularCritic(cfg.contexts)) if algorithm.needs_value_model else None
     params = list(policy.parameters()) + (list(critic.parameters()) if critic is not None else [])
     optimizer = torch.optim.SGD(params, lr=cfg.lr[algorithm_name])
     scheduler = get_scheduler("constant", optimizer)
@@ -220,7 +220,7 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
         with torch.no_grad():
             logprobs = M.response_logprobs(policy, ids, mask, r_ids, mask, temperature=1.0)
             ref_logprobs = M.response_logprobs(reference, ids, mask, r_ids, mask, temperature=1.0)
-            values = None if critic is None else M.token_values(critic, ids, mask, r_ids, mask)
+            values = None if critic is None else critic(ids, mask, r_ids, mask)
         if problem.preference is None:
             scores = problem.rewards[contexts, responses].float()
         else:  # the win rate against one more sample of π_t per context (Appendix D.2)
@@ -263,14 +263,24 @@ def bradley_terry_policy(cfg: BanditConfig, steps: int = 2000) -> torch.Tensor:
     return torch.softmax(problem.ref_logprobs + reward.detach() / cfg.beta, -1)
 
 
+def headline_metric(cfg: BanditConfig) -> str:
+    """The number a run is judged by: the gap J(π*) − J(π_t) to the exact optimum, or in the
+    preference setting (no reward, no J) the duality gap of the average policy (Appendix D.1)."""
+    return "gap" if cfg.preference_strength is None else "average_duality_gap"
+
+
 def write_runs(cfg: BanditConfig, algorithm_name: str, out: Path) -> None:
-    """Every seed of one algorithm: ``out/seed{S}.jsonl``."""
+    """Every seed of one algorithm: ``out/seed{S}.jsonl``; prints each seed's final headline metric."""
     out.mkdir(parents=True, exist_ok=True)
+    metric = headline_metric(cfg)
     for seed in cfg.seeds:
         records = run(cfg, algorithm_name, seed)
-        if not all(math.isfinite(r["gap"]) for r in records):
-            raise ConfigError(f"bandit: '{algorithm_name}' seed {seed} diverged (non-finite objective); "
+        if not all(math.isfinite(r[metric]) for r in records):
+            raise ConfigError(f"bandit: '{algorithm_name}' seed {seed} diverged (non-finite {metric}); "
                               f"lower lr.{algorithm_name}")
         tmp = out / f"seed{seed}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         tmp.replace(out / f"seed{seed}.jsonl")
+        first, last = records[0], records[-1]
+        print(f"bandit: {algorithm_name} seed {seed}: {metric} {first[metric]:.4g} -> {last[metric]:.4g} "
+              f"after {last['iteration']} iterations", flush=True)

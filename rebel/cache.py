@@ -19,8 +19,8 @@ from rebel.config import HarnessError
 MAX_BYTES = 2 * 1024 * 1024
 RENDER_FILES = (
     "*/data/stats.json", "*/rm/eval.json",
-    *(f"*/*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl", "curve.jsonl",
-                                        "curve.json")),
+    *(f"*/*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl", "kl_samples.jsonl",
+                                        "curve.jsonl", "curve.json")),
     *(f"*/ablation/eta*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
     *(f"*/*/seed*/{name}" for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "leaderboard.json")),
     "*/search/*/lr*/eval.json",

@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--algorithm", required=True)
             p.add_argument("--lr", type=float, default=None,
                            help="learning rate of this run (the search's grid point; default: the config's)")
+            p.add_argument("--kl-coef", type=float, default=None,
+                           help="policy.kl_coef γ of this run (the search's grid point; default: the config's)")
             p.add_argument("--algorithm-param", action="append", default=[], metavar="KEY=VALUE",
                            help="override one of algorithm_params.<algorithm> (the η ablation: eta=0.3); repeatable")
         else:
@@ -162,6 +164,8 @@ def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
         if args.lr is not None:
             overrides = cfg["policy_overrides"].get(args.algorithm, {})
             cfg = cfg | {"policy_overrides": cfg["policy_overrides"] | {args.algorithm: overrides | {"lr": args.lr}}}
+        if args.kl_coef is not None:
+            cfg = cfg | {"policy": cfg["policy"] | {"kl_coef": args.kl_coef}}
         if args.algorithm_param:
             cfg = _with_algorithm_params(cfg, args.algorithm, args.algorithm_param)
         algorithm = resolve_algorithm(args.algorithm).from_config(cfg["algorithm_params"].get(args.algorithm, {}))
@@ -277,8 +281,12 @@ def _with_algorithm_params(cfg: dict, algorithm: str, assignments: list[str]) ->
         if not sep or not key:
             raise ConfigError(f"--algorithm-param '{assignment}': expected KEY=VALUE, e.g. eta=0.3")
         params[key] = yaml.safe_load(value)
+    from rebel.algorithms.base import ParamTypeError
+
     try:
         resolve_algorithm(algorithm).from_config(params)
+    except ParamTypeError as exc:
+        raise ConfigError(f"--algorithm-param {exc.field} for '{algorithm}': {exc.message}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--algorithm-param for '{algorithm}': {exc}") from None
     return cfg | {"algorithm_params": cfg["algorithm_params"] | {algorithm: params}}

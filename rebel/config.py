@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,43 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"key '{_key_path(error)}': {error.message}"
 
 
+def _non_finite(node: Any, path: tuple = ()) -> tuple[tuple, float] | None:
+    """The key path and value of the first NaN or infinity in ``node`` (JSON-schema number checks let them
+    through: NaN compares false with every bound)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return path, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _non_finite(value, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _check_consistency(config: dict[str, Any], source: str) -> None:
+    """Bounds between keys that the schema cannot express: minibatches within an iteration's prompts,
+    evaluation subsets within their synthetic splits."""
+    for where, values in [("policy", config["policy"]),
+                          *((f"policy_overrides.{name}", o) for name, o in config["policy_overrides"].items())]:
+        minibatch, total = values.get("minibatch_prompts"), config["policy"]["prompts_per_iteration"]
+        if minibatch is not None and minibatch > total:
+            raise ConfigError(f"{source}: key '{where}.minibatch_prompts': {minibatch} is more than "
+                              f"policy.prompts_per_iteration ({total}); allowed: 1 to {total}")
+    if config["data"]["source"] == "synthetic":
+        synthetic = config["data"]["synthetic"]
+        for key, n, split in [("eval.n_prompts", config["eval"]["n_prompts"], "n_test"),
+                              ("eval.curve.n_prompts", config["eval"]["curve"]["n_prompts"], "n_val")]:
+            if n > synthetic[split]:
+                raise ConfigError(f"{source}: key '{key}': {n} is more than the {synthetic[split]} prompts of the "
+                                  f"split (data.synthetic.{split}); allowed: 1 to {synthetic[split]}")
+
+
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Check ``config`` against the schema and the algorithm registry; return it unchanged."""
+    found = _non_finite(config)
+    if found is not None:
+        key = ".".join(map(str, found[0]))
+        raise ConfigError(f"{source}: key '{key}': expected a finite number, got {found[1]}")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors(config))
@@ -59,7 +95,9 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     if config["eval"]["judge"]["type"] == "gold" and config["data"]["source"] != "synthetic":
         raise ConfigError(f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' "
                           "(it knows only the embedded task)")
+    _check_consistency(config, source)
     from rebel.algorithms import AlgorithmNotFound, resolve_algorithm
+    from rebel.algorithms.base import ParamTypeError
 
     for name in config["algorithms"]:
         try:
@@ -68,6 +106,8 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
             raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
         try:
             algorithm.from_config(config["algorithm_params"].get(name, {}))
+        except ParamTypeError as exc:
+            raise ConfigError(f"{source}: key 'algorithm_params.{name}.{exc.field}': {exc.message}") from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: key 'algorithm_params.{name}': {exc}") from None
     for section in ("algorithm_params", "policy_overrides"):
@@ -93,7 +133,10 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' not found; shipped configs: "
                           f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}")
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "a config file must be saved as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):

@@ -37,6 +37,7 @@ from rebel import kernels
 from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
 from rebel.config import ConfigError, HarnessError, policy_settings
+from rebel.distributed import global_sum
 from rebel.generation import BACKENDS, sample_responses
 from rebel.profiling import peak_rss_mib, phase, profile_summary
 from rebel.rollout import Rollout
@@ -81,9 +82,21 @@ def micro_batches(batch_size: int, *tensors: torch.Tensor) -> list[tuple[torch.T
     return [tuple(t[i:i + batch_size] for t in tensors) for i in range(0, n, batch_size)]
 
 
+def logprob_temperature(algorithm: Algorithm, cfg: dict[str, Any]) -> float:
+    """The temperature at which an algorithm's log-probs are taken (rollout and update, policy and reference).
+
+    An online algorithm optimizes the distribution it samples from, π_T with logits / T
+    (``policy.temperature``; implementation notes). An offline algorithm never samples: its loss
+    is on π itself, so its log-probs are at T = 1, as in the DPO reference implementation
+    (Rafailov et al. 2023). Dividing DPO's logits by T would move its optimum to
+    π_ref·exp(T·r/β), i.e. an effective β of β/T.
+    """
+    return 1.0 if algorithm.offline else cfg["policy"]["temperature"]
+
+
 def _logprobs(policy: torch.nn.Module, reference: M.Reference, chunks: list[tuple[torch.Tensor, ...]],
               temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log π_t and log π_0 of the responses in ``chunks``, at the sampling temperature."""
+    """Per-token log π_t and log π_0 of the responses in ``chunks``, at ``temperature`` (:func:`logprob_temperature`)."""
     def logprobs_of(model):
         return lambda *c: M.response_logprobs(model, *c, temperature=temperature)
 
@@ -124,7 +137,7 @@ def collect_rollout(policy: torch.nn.Module, reference: M.Reference, reward_mode
         chunks = micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask)
         logprobs, ref_logprobs = _logprobs(policy, reference, chunks, pol["temperature"])
         raw = 2 * wins - 1 if algorithm.self_play else score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
-        values = None if critic is None else score_batches(lambda *c: M.token_values(critic, *c), chunks)
+        values = None if critic is None else score_batches(critic, chunks)
     scores = torch.where(has_eos, raw, torch.full_like(raw, pol["missing_eos_penalty"]))
     token_rewards = shaped_token_rewards(scores, logprobs, ref_logprobs, r_mask, pol["kl_coef"])
     return Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
@@ -150,7 +163,8 @@ def encode_batch(tokenizer, rows: list[dict[str, Any]], cfg: dict[str, Any], off
 def preference_rollout(policy: torch.nn.Module, reference: M.Reference, p_ids: torch.Tensor, p_mask: torch.Tensor,
                        r_ids: torch.Tensor, r_mask: torch.Tensor, *, cfg: dict[str, Any], eos_token_id: int,
                        timings: dict[str, float], device: torch.device) -> Rollout:
-    """An offline algorithm's batch: each pair's chosen then rejected response, with log π_t and log π_0.
+    """An offline algorithm's batch: each pair's chosen then rejected response, with log π_t and log π_0
+    at temperature 1 (:func:`logprob_temperature`).
 
     The preference label takes the reward's place: ``scores = rewards`` is 1 for the chosen
     and 0 for the rejected response (no reward model, no KL shaping).
@@ -160,7 +174,7 @@ def preference_rollout(policy: torch.nn.Module, reference: M.Reference, p_ids: t
     policy.eval()
     with phase(timings, "scoring", device):
         chunks = micro_batches(cfg["runtime"]["rollout_batch_size"], p_ids, p_mask, r_ids, r_mask)
-        logprobs, ref_logprobs = _logprobs(policy, reference, chunks, cfg["policy"]["temperature"])
+        logprobs, ref_logprobs = _logprobs(policy, reference, chunks, temperature=1.0)
     labels = torch.tensor([1.0, 0.0], device=device).repeat(len(r_ids) // 2)
     return Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
                    has_eos=has_eos, logprobs=logprobs, ref_logprobs=ref_logprobs, scores=labels,
@@ -190,9 +204,15 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
     ``runtime.update_micro_batch_prompts`` set, a minibatch's gradient is accumulated over
     micro-batches of that many prompts, each loss weighted by its share of the minibatch's
     prompts: the same gradient for a loss that is a mean over prompts or samples (REBEL, DPO,
-    RLOO, REINFORCE), close to it for PPO's mean over tokens.
+    RLOO, REINFORCE). For a mean over tokens (PPO), each micro-batch carries
+    ``token_normalizer = share · T / processes`` with T the global minibatch's response tokens
+    (summed over processes), so that ``Rollout.token_mean`` gives exactly the single-process
+    token mean over the global minibatch, whatever the shards' response lengths.
+    ``critic`` (a :class:`rebel.models.TokenValueModel`, as prepared) is called through its
+    forward, so that DDP all-reduces its gradients.
     """
     pol = cfg["policy"]
+    temperature = logprob_temperature(algorithm, cfg)
     minibatch = pol["minibatch_prompts"] // accelerator.num_processes
     micro = cfg["runtime"]["update_micro_batch_prompts"] or minibatch
     policy.train()
@@ -203,16 +223,17 @@ def update(policy: torch.nn.Module, rollout: Rollout, algorithm: Algorithm, opti
         order = torch.randperm(rollout.num_prompts, generator=generator).to(rollout.prompt_ids.device)
         for start in range(0, rollout.num_prompts, minibatch):
             index = order[start:start + minibatch]
+            tokens = global_sum(rollout.grouped(rollout.response_mask)[index].sum().double()).item()
             optimizer.zero_grad(set_to_none=True)
             step_stats: dict[str, float] = {}
             for part in index.split(micro):
-                batch = rollout.select_prompts(part)
-                logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
-                                               batch.response_mask, pol["temperature"])
-                values = None if critic is None else M.token_values(
-                    critic, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
-                loss, extra = algorithm.loss(logprobs, batch, values)
                 share = len(part) / len(index)
+                batch = rollout.select_prompts(part).with_token_normalizer(share * tokens / accelerator.num_processes)
+                logprobs = M.response_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                               batch.response_mask, temperature)
+                values = None if critic is None else critic(
+                    batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+                loss, extra = algorithm.loss(logprobs, batch, values)
                 accelerator.backward(loss * share)
                 for key, value in {"loss": loss.detach(), **extra}.items():
                     step_stats[key] = step_stats.get(key, 0.0) + float(value) * share
@@ -264,7 +285,7 @@ class Run:
     policy: torch.nn.Module                 # as prepared by accelerate
     reference: M.Reference
     reward_model: torch.nn.Module | None
-    critic: torch.nn.Module | None          # as prepared by accelerate
+    critic: torch.nn.Module | None          # M.TokenValueModel of trainable["critic"], as prepared by accelerate
     trainable: torch.nn.ModuleDict
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -300,6 +321,9 @@ def build_run(cfg: dict[str, Any], algorithm: Algorithm, iterations: int, accele
             if model is not None:
                 M.disable_dropout(model)
     trainable = torch.nn.ModuleDict({"policy": policy} | ({"critic": critic} if critic is not None else {}))
+    # The critic is trained through a forward that returns per-token values, so that DDP wraps (and
+    # all-reduces the gradients of) the computation the loss uses; the checkpoint keeps the critic's names.
+    critic = None if critic is None else M.TokenValueModel(critic)
 
     steps_per_iteration = epochs_of(algorithm, cfg) * math.ceil(pol["prompts_per_iteration"] / pol["minibatch_prompts"])
     optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=pol["lr"],
@@ -378,6 +402,7 @@ def train_online(cfg: dict[str, Any], algorithm_name: str, seed: int, *, data_di
         "algorithm": algorithm_name, "seed": seed, "samples_per_prompt": algorithm.samples_per_prompt,
         "data": "preference pairs" if algorithm.offline else "prompts",
         "iterations": iterations, "prompts_per_iteration": pol["prompts_per_iteration"], "lr": pol["lr"],
+        "kl_coef": None if algorithm.offline else pol["kl_coef"],
         "prompt_order_sha256": schedule_sha256([prompts[i]["id"] for i in schedule.reshape(-1)]),
         # The seeded stream every run of this seed draws its prefix from (its first pass over the data).
         "prompt_stream_sha256": schedule_sha256([prompts[i]["id"] for i in prompt_schedule(len(prompts), len(prompts), 1, seed)[0]]),

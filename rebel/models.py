@@ -252,6 +252,27 @@ def token_values(critic: GPTNeoXForSequenceClassification, prompt_ids: torch.Ten
     return values * response_mask
 
 
+class TokenValueModel(nn.Module):
+    """PPO's critic as one module whose ``forward`` is :func:`token_values` (Huang et al. 2024;
+    appendix H.1.2: a value head on the reward model's backbone, LoRA-adapted as the policy or not).
+
+    ``forward(prompt_ids, prompt_mask, response_ids, response_mask)`` gives the values ``[n, R]``.
+    Being a forward, it can be prepared by accelerate: under DDP the critic's gradients are then
+    all-reduced like the policy's, which reaching into ``critic.gpt_neox`` of a DDP wrapper (or of
+    the unwrapped module) would bypass. The wrapped ``critic`` (any module with the reward model's
+    ``gpt_neox``, ``score`` and ``config``) keeps its parameters and their names, so it is the
+    critic that goes into the checkpointed ``trainable`` modules.
+    """
+
+    def __init__(self, critic: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                response_mask: torch.Tensor) -> torch.Tensor:
+        return token_values(self.critic, prompt_ids, prompt_mask, response_ids, response_mask)
+
+
 def reward_scores(reward_model: GPTNeoXForSequenceClassification, prompt_ids: torch.Tensor,
                   prompt_mask: torch.Tensor, response_ids: torch.Tensor,
                   response_mask: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,9 @@ class Rollout:
     values: torch.Tensor | None = None      # [N, R] the critic's values at rollout (algorithms with a value model)
     advantages: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
     returns: torch.Tensor | None = None     # [N, R] set by an algorithm's ``prepare``
+    token_normalizer: float | None = None   # set by the loop's ``update`` on each micro-batch: the divisor that
+                                            # makes a per-token sum the token mean over the global minibatch
+                                            # (all processes), ``share · T / processes`` (see :meth:`token_mean`)
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -48,6 +51,24 @@ class Rollout:
     def with_targets(self, *, advantages: torch.Tensor, returns: torch.Tensor) -> "Rollout":
         """A copy carrying per-token advantages and returns (set once per iteration by ``prepare``)."""
         return replace(self, advantages=advantages, returns=returns)
+
+    def with_token_normalizer(self, token_normalizer: float) -> "Rollout":
+        """A copy whose :meth:`token_mean` divides by ``token_normalizer``."""
+        return replace(self, token_normalizer=token_normalizer)
+
+    def token_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """``[n, R]`` per-token ``values`` summed over the response tokens, divided by ``token_normalizer``.
+
+        The loop's ``update`` sets ``token_normalizer = share · T / processes`` on each micro-batch, with T
+        the response tokens of the global minibatch (summed over processes) and ``share`` the micro-batch's
+        share of this process's minibatch prompts. The loop back-propagates ``loss · share`` and DDP averages
+        the processes, so the gradient is exactly that of the mean over the global minibatch's T tokens,
+        whatever the shards' response lengths and micro-batches. Unset (a batch used outside ``update``),
+        it is the mean over this batch's own response tokens.
+        """
+        mask = self.response_mask.to(values.dtype)
+        total = (values * mask).sum()
+        return total / (mask.sum() if self.token_normalizer is None else self.token_normalizer)
 
     def grouped_logratio(self, logprobs: torch.Tensor, against_reference: bool = False) -> torch.Tensor:
         """``[prompts, k]`` sequence log-ratios ``log πθ(y|x) − log π_t(y|x)`` of per-token ``logprobs``

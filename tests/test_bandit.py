@@ -1,14 +1,18 @@
 """The exact-optimum testbed: the closed-form optimum, the tabular policy's log-probs, and convergence."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from conftest import snakemake
+from conftest import REPO, snakemake
 from rebel import models as M
 from rebel.bandit import BanditConfig, Problem, TabularPolicy, bradley_terry_policy, run
+from rebel.cli import main
 from rebel.config import CONFIG_DIR, ConfigError
 
 DEFAULT = BanditConfig.load(CONFIG_DIR / "testbed" / "bandit.yaml")
@@ -86,3 +90,32 @@ def test_spo_rebel_approaches_the_minimax_winner_where_bradley_terry_cannot():
     for beta in (0.01, 0.1, 1.0, 10.0):
         gap = problem.duality_gap(bradley_terry_policy(dataclasses.replace(cfg, beta=beta)))
         assert gap > 0.5, (beta, gap)
+
+
+def test_bandit_cli_runs_and_reports_the_preference_setting(tmp_path):
+    """Issue 12 (7): the testbed config with Appendix D's preference setting runs through
+    ``python -m rebel bandit`` (self-play records have no reward gap: it reports the duality gap)
+    and through the report (table and figure of duality gaps)."""
+    settings = yaml.safe_load((CONFIG_DIR / "testbed" / "bandit.yaml").read_text())
+    settings |= {"algorithms": ["rebel", "rloo_k2"], "seeds": [1, 2], "responses": 3, "preference_strength": 0.6,
+                 "contexts": 4, "iterations": 20, "contexts_per_iteration": 16, "minibatch_contexts": 8,
+                 "lr": {"rebel": 0.03, "rloo_k2": 0.3}}
+    config = tmp_path / "bandit-preference.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    for algorithm in settings["algorithms"]:
+        result = subprocess.run([sys.executable, "-m", "rebel", "bandit", "--threads", "1", "--bandit-config",
+                                 str(config), "--algorithm", algorithm, "--out", str(tmp_path / "results" / algorithm)],
+                                cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"bandit: {algorithm} seed 1: average_duality_gap " in result.stdout
+        records = pd.read_json(tmp_path / "results" / algorithm / "seed2.jsonl", lines=True)
+        assert "gap" not in records and records.iteration.max() == 20
+        assert records.average_duality_gap.between(0, 2 * 0.6).all() and records.duality_gap.notna().all()
+    out = tmp_path / "tables"
+    assert main(["bandit-report", "--threads", "1", "--bandit-config", str(config), "--results",
+                 str(tmp_path / "results"), "--csv", str(out / "bandit.csv"), "--md", str(out / "bandit.md"),
+                 "--png", str(tmp_path / "figures" / "bandit.png")]) == 0
+    table = pd.read_csv(out / "bandit.csv").set_index("algorithm")
+    assert list(table.index) == ["REBEL", "RLOO (k=2)"] and (table.n_seeds == 2).all()
+    assert table.final_average_duality_gap_mean.between(0, 1.2).all() and "final_gap_mean" not in table
+    assert (tmp_path / "figures" / "bandit.png").stat().st_size > 10_000

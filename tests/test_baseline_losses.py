@@ -27,14 +27,32 @@ def test_leave_one_out_advantages_by_hand():
 def test_rloo_loss_and_gradient_by_hand():
     new = torch.tensor([[-1.0, -1.0], [-0.5, -0.5], [-2.0, 0.0], [-1.0, -3.0]], requires_grad=True)
     rewards = torch.tensor([1.0, 0.0, 0.5, 1.5])
-    # advantages 1, -1 (prompt 0) and -1, 1 (prompt 1); sequence log-probs -2, -1, -2, -4
-    # loss = -mean(A * logp) = -(1*-2 + -1*-1 + -1*-2 + 1*-4) / 4 = -(-2 + 1 + 2 - 4) / 4 = 0.75
-    loss, stats = RLOO(RLOOParams()).loss(new, make_rollout(torch.zeros(4, 2), rewards))
-    assert loss.item() == pytest.approx(0.75)
-    assert stats["advantage_abs"].item() == pytest.approx(1.0)
+    # On-policy (π_t = πθ, ratio 1): advantages 1, -1 (prompt 0) and -1, 1 (prompt 1);
+    # loss = -mean(A * 1) = 0, and its gradient is the score function's, -A / N per token.
+    loss, stats = RLOO(RLOOParams()).loss(new, make_rollout(new.detach().clone(), rewards))
+    assert loss.item() == pytest.approx(0.0)
+    assert stats["advantage_abs"].item() == pytest.approx(1.0) and stats["clip_fraction"].item() == 0.0
     loss.backward()
-    # d loss / d logp_token = -A / N for every token of the sample
     torch.testing.assert_close(new.grad, torch.tensor([[-0.25] * 2, [0.25] * 2, [0.25] * 2, [-0.25] * 2]))
+
+
+def test_off_policy_samples_are_importance_weighted_and_clipped_by_hand():
+    """RLOO and REINFORCE on samples of an older policy: ``max(−A ρ, −A clip(ρ, 0.8, 1.2))`` per sequence."""
+    new = torch.tensor([[-1.0, -1.0], [-0.5, -0.5], [-2.0, 0.0], [-1.0, -3.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -1.1], [-0.5, -0.5], [-1.0, -1.0], [-2.0, -3.0]])
+    rewards = torch.tensor([1.0, 0.0, 0.5, 1.5])
+    # sequence log-ratios 0.1, 0, 0, 1 -> ratios e^0.1 = 1.105, 1, 1, e = 2.718; advantages 1, -1, -1, 1
+    # per sample: -1.105 (inside the clip); 1; 1; max(-2.718, -1.2) = -1.2 (clipped: no gradient)
+    ratio = math.exp(0.1)
+    loss, stats = RLOO(RLOOParams(clip_range=0.2)).loss(new, make_rollout(old, rewards))
+    assert loss.item() == pytest.approx((-ratio + 1 + 1 - 1.2) / 4, abs=1e-6)
+    assert stats["clip_fraction"].item() == pytest.approx(0.25)
+    loss.backward()
+    # d/d logp_token of -A ρ / N = -A ρ / N; the clipped sample has none.
+    torch.testing.assert_close(new.grad, torch.tensor([[-ratio / 4] * 2, [0.25] * 2, [0.25] * 2, [0.0] * 2]))
+    # REINFORCE: the same loss with A = r − b (b = 0 here) and one sample per prompt.
+    reinforce, _ = REINFORCE(REINFORCEParams()).loss(new, make_rollout(old, rewards, k=1))
+    assert reinforce.item() == pytest.approx((-ratio * 1.0 + 0.0 - 0.5 - 1.2 * 1.5) / 4, abs=1e-6)
 
 
 def test_rloo_k_and_passes():
@@ -77,15 +95,18 @@ def test_reinforce_moving_average_baseline_by_hand():
     algorithm = REINFORCE(REINFORCEParams(baseline_decay=0.5))
     new = torch.tensor([[-1.0, -1.0], [-0.5, 0.0]])
     rewards = torch.tensor([1.0, 3.0])
-    # baseline starts at 0: loss = -mean(r * logp) = -(1 * -2 + 3 * -0.5) / 2 = 1.75
-    loss, stats = algorithm.loss(new, make_rollout(torch.zeros(2, 2), rewards, k=1))
-    assert loss.item() == pytest.approx(1.75) and stats["baseline"].item() == 0.0
+    # On-policy (ratio 1), baseline 0: loss = -mean(r) = -2, gradient -r / N per token.
+    new.requires_grad_(True)
+    loss, stats = algorithm.loss(new, make_rollout(new.detach().clone(), rewards, k=1))
+    assert loss.item() == pytest.approx(-2.0) and stats["baseline"].item() == 0.0
+    loss.backward()
+    torch.testing.assert_close(new.grad, torch.tensor([[-0.5] * 2, [-1.5] * 2]))
     algorithm.observe({"reward": 2.0})   # b = 0.5 * 0 + 0.5 * 2 = 1
     algorithm.observe({"reward": 3.0})   # b = 0.5 * 1 + 0.5 * 3 = 2
     assert algorithm.baseline == pytest.approx(2.0)
-    # advantages -1, 1: loss = -(-1 * -2 + 1 * -0.5) / 2 = -0.75
-    loss, _ = algorithm.loss(new, make_rollout(torch.zeros(2, 2), rewards, k=1))
-    assert loss.item() == pytest.approx(-0.75)
+    # advantages -1, 1: loss = -(-1 + 1) / 2 = 0
+    loss, _ = algorithm.loss(new, make_rollout(new.detach().clone(), rewards, k=1))
+    assert loss.item() == pytest.approx(0.0)
     restored = REINFORCE(REINFORCEParams(baseline_decay=0.5))
     restored.load_state_dict(algorithm.state_dict())
     assert restored.baseline == algorithm.baseline
@@ -137,3 +158,68 @@ def test_token_rewards_sum_to_the_sequence_reward():
     # row 0: -0.1 * (0.5, -1) + score at token 1; row 1: -0.1 * (1, 0, -0.5) + score at token 2
     torch.testing.assert_close(tokens, torch.tensor([[-0.05, 2.1, 0.0], [-0.1, 0.0, -0.95]]))
     torch.testing.assert_close(tokens.sum(-1), scores - 0.1 * ((logprobs - ref) * mask).sum(-1))
+
+
+class _RecordingSGD(torch.optim.SGD):
+    """SGD that keeps each step's gradients and the parameters they were taken at."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.steps = []
+
+    def step(self, closure=None):
+        self.steps.append([(p.detach().clone(), p.grad.detach().clone()) for g in self.param_groups for p in g["params"]])
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("algorithm", [RLOO(RLOOParams()), REINFORCE(REINFORCEParams())], ids=["rloo_k2", "reinforce"])
+def test_loop_update_first_minibatch_on_policy_later_ones_importance_weighted(policy, algorithm):
+    """Through :func:`rebel.loop.update` (4 prompts, minibatches of 2: two optimizer steps per rollout):
+    the first step's gradient is the on-policy score-function gradient −mean A ∇log πθ(y|x); the second,
+    on samples of the policy before the first step, is weighted by ρ = πθ(y|x)/π_t(y|x)."""
+    from accelerate import Accelerator
+
+    from rebel import models as M
+    from rebel.loop import update
+    from rebel.rollout import Rollout
+
+    torch.manual_seed(1)
+    M.disable_dropout(policy)  # as the loop does (model.dropout: false), so π_t is πθ before the first step
+    k, prompts, temperature = algorithm.samples_per_prompt, 4, 0.7
+    n = prompts * k
+    p_ids, r_ids = torch.randint(5, 500, (n, 6)), torch.randint(5, 500, (n, 5))
+    p_mask, r_mask = torch.ones_like(p_ids), torch.ones_like(r_ids)
+    with torch.no_grad():
+        old = M.response_logprobs(policy, p_ids, p_mask, r_ids, r_mask, temperature)
+    rewards = torch.randn(n)
+    rollout = Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
+                      has_eos=torch.ones(n, dtype=torch.bool), logprobs=old, ref_logprobs=old, scores=rewards,
+                      rewards=rewards, token_rewards=torch.zeros_like(old), samples_per_prompt=k)
+    advantages = (leave_one_out_advantages(rewards.reshape(-1, k)).reshape(-1) if k > 1 else rewards)
+    cfg = {"policy": {"temperature": temperature, "minibatch_prompts": 2, "epochs_per_iteration": 1},
+           "runtime": {"update_micro_batch_prompts": None}}
+    optimizer = _RecordingSGD(policy.parameters(), lr=2e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    update(policy, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg, torch.Generator().manual_seed(0))
+    order = torch.randperm(prompts, generator=torch.Generator().manual_seed(0))
+    assert len(optimizer.steps) == 2
+
+    def expected_gradient(step: int, weighted: bool) -> list[torch.Tensor]:
+        with torch.no_grad():
+            for p, (value, _) in zip(policy.parameters(), optimizer.steps[step]):
+                p.copy_(value)
+        rows = (order[2 * step:2 * step + 2, None] * k + torch.arange(k)).reshape(-1)
+        logp = M.response_logprobs(policy, p_ids[rows], p_mask[rows], r_ids[rows], r_mask[rows], temperature).sum(-1)
+        ratio = torch.exp(logp - old[rows].sum(-1)).detach() if weighted else torch.ones(len(rows))
+        if weighted:
+            assert ((ratio - 1).abs() < 0.2).all() and ((ratio - 1).abs() > 1e-3).any()  # inside the clip, off-policy
+        policy.zero_grad()
+        (-(advantages[rows] * ratio * logp).mean()).backward()
+        return [p.grad.clone() for p in policy.parameters()]
+
+    def close(grads, step):
+        return all(torch.allclose(g, got, atol=1e-6, rtol=1e-4) for g, (_, got) in zip(grads, optimizer.steps[step]))
+
+    assert close(expected_gradient(0, weighted=False), 0)      # first minibatch: on-policy
+    assert close(expected_gradient(1, weighted=True), 1)       # second: importance-weighted
+    assert not close(expected_gradient(1, weighted=False), 1)  # ... not the plain score function

@@ -29,6 +29,13 @@ def test_expected_configs_are_shipped():
     assert {p.stem for p in SHIPPED} >= {"embedded", "smoke", "tldr-1.4b", "tldr-2.8b", "tldr-6.9b"}
 
 
+@pytest.mark.parametrize("size", ["1.4b", "2.8b", "6.9b"])
+def test_paper_configs_sample_at_the_reference_codes_temperature(size):
+    """Issue 12 (8): the paper's numbers come from the authors' code, which samples at 0.7
+    (appendix H.1.5 lists 0.1); log-probs are taken at T, so T also scales η and γ."""
+    assert load_config(CONFIG_DIR / f"tldr-{size}.yaml")["policy"]["temperature"] == 0.7
+
+
 def test_default_config_is_embedded():
     assert load_config(None)["name"] == "embedded"
 
@@ -131,3 +138,144 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
         "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4 "
         "(or name one by import path 'module:Class')"]
     assert not (tmp_path / "out").exists()
+
+
+# Issue 12 (10): bad configs that got through. Each case is rejected in one line naming the key and what is
+# allowed, before any work starts, by validate(), by `python -m rebel` and by `snakemake -n --configfile=F`.
+STILL_GOT_THROUGH = {
+    "lr_nan": (lambda c: c["policy"].update(lr=float("nan")), "key 'policy.lr': expected a finite number, got nan"),
+    "lr_inf": (lambda c: c["policy"].update(lr=float("inf")), "key 'policy.lr': expected a finite number, got inf"),
+    "kl_coef_nan": (lambda c: c["policy"].update(kl_coef=float("nan")),
+                    "key 'policy.kl_coef': expected a finite number, got nan"),
+    "search_lr_inf": (lambda c: c["search"].update(lr=[1e-3, float("-inf")]),
+                      "key 'search.lr.1': expected a finite number, got -inf"),
+    "eta_string": (lambda c: c["algorithm_params"]["rebel"].update(eta="one"),
+                   "key 'algorithm_params.rebel.eta': expected a number, got 'one'"),
+    "eta_bool": (lambda c: c["algorithm_params"]["rebel"].update(eta=True),
+                 "key 'algorithm_params.rebel.eta': expected a number, got True"),
+    "dpo_epochs_per_iteration_float": (lambda c: c["algorithm_params"]["dpo"].update(epochs_per_iteration=1.5),
+                                       "key 'algorithm_params.dpo.epochs_per_iteration': expected an integer, got 1.5"),
+    "ppo_whiten_string": (lambda c: c["algorithm_params"].update(ppo={"whiten_advantages": "yes"}),
+                          "key 'algorithm_params.ppo.whiten_advantages': expected true or false, got 'yes'"),
+    "minibatch_over_iteration": (lambda c: c["policy"].update(minibatch_prompts=128, prompts_per_iteration=64),
+                                 "key 'policy.minibatch_prompts': 128 is more than policy.prompts_per_iteration (64); "
+                                 "allowed: 1 to 64"),
+    "override_minibatch_over_iteration": (lambda c: c["policy_overrides"].update(dpo={"minibatch_prompts": 32}),
+                                          "key 'policy_overrides.dpo.minibatch_prompts': 32 is more than "
+                                          "policy.prompts_per_iteration (16); allowed: 1 to 16"),
+    "eval_n_prompts_over_test_split": (lambda c: c["eval"].update(n_prompts=5000),
+                                       "key 'eval.n_prompts': 5000 is more than the 40 prompts of the split "
+                                       "(data.synthetic.n_test); allowed: 1 to 40"),
+    "curve_n_prompts_over_val_split": (lambda c: c["eval"]["curve"].update(n_prompts=41),
+                                       "key 'eval.curve.n_prompts': 41 is more than the 40 prompts of the split "
+                                       "(data.synthetic.n_val); allowed: 1 to 40"),
+    "seed_2_70": (lambda c: c.update(seeds=[2 ** 70]),
+                  "key 'seeds.0': 1180591620717411303424 is greater than the maximum of 4294967295"),
+    "search_seed_2_32": (lambda c: c["search"].update(seed=2 ** 32),
+                         "key 'search.seed': 4294967296 is greater than the maximum of 4294967295"),
+    "data_seed_2_32": (lambda c: c["data"].update(seed=2 ** 32),
+                       "key 'data.seed': 4294967296 is greater than the maximum of 4294967295"),
+    "sft_seed_2_40": (lambda c: c["sft"].update(seed=2 ** 40),
+                      "key 'sft.seed': 1099511627776 is greater than the maximum of 4294967295"),
+    "reward_model_seed_2_33": (lambda c: c["reward_model"].update(seed=2 ** 33),
+                               "key 'reward_model.seed': 8589934592 is greater than the maximum of 4294967295"),
+}
+# The snakemake entry point for one case of each kind (each run is a process of about a second).
+SNAKEMAKE_CASES = ["lr_nan", "lr_inf", "kl_coef_nan", "eta_string", "minibatch_over_iteration",
+                   "override_minibatch_over_iteration", "eval_n_prompts_over_test_split", "seed_2_70"]
+
+
+def _write_mutated(tmp_path, smoke, case) -> Path:
+    mutate, _ = STILL_GOT_THROUGH[case]
+    cfg = copy.deepcopy(smoke)
+    mutate(cfg)
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("case", STILL_GOT_THROUGH)
+def test_bad_config_that_got_through_is_rejected_by_validate(smoke, case):
+    mutate, message = STILL_GOT_THROUGH[case]
+    cfg = copy.deepcopy(smoke)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg, "smoke.yaml")
+    assert str(info.value) == f"smoke.yaml: {message}"
+
+
+@pytest.mark.parametrize("case", STILL_GOT_THROUGH)
+def test_bad_config_that_got_through_is_rejected_by_the_cli(tmp_path, smoke, case, capsys, monkeypatch):
+    from rebel import cli
+
+    def no_stage(*args):
+        raise AssertionError("the stage ran on a bad config")
+
+    monkeypatch.setattr(cli, "_run_stage", no_stage)
+    path = _write_mutated(tmp_path, smoke, case)
+    assert cli.main(["data", "--config", str(path), "--out", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"config error: {path}: {STILL_GOT_THROUGH[case][1]}"]
+
+
+@pytest.mark.parametrize("case", SNAKEMAKE_CASES)
+def test_bad_config_that_got_through_is_rejected_by_snakemake(tmp_path, smoke, case):
+    result = subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n",
+                             "--cores", "1", f"--configfile={_write_mutated(tmp_path, smoke, case)}"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"config error: config: {STILL_GOT_THROUGH[case][1]}"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_algorithm_param_of_the_wrong_type_is_rejected_by_the_train_command(smoke):
+    from rebel.cli import _with_algorithm_params
+
+    with pytest.raises(ConfigError, match=r"^--algorithm-param eta for 'rebel': expected a number, got 'one'$"):
+        _with_algorithm_params(smoke, "rebel", ["eta=one"])
+
+
+def test_non_utf8_config_file_is_one_line_at_the_cli(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    data = (CONFIG_DIR / "smoke.yaml").read_bytes().replace(b"name: smoke", b"name: caf\xe9")
+    path.write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 0xe9 at offset \d+\); "
+                                          r"a config file must be saved as UTF-8$"):
+        load_config(path)
+    result = subprocess.run([sys.executable, "-m", "rebel", "data", "--config", str(path),
+                             "--out", str(tmp_path / "data")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"config error: {path}: not UTF-8 text (byte 0xe9 at offset {offset}); "
+        "a config file must be saved as UTF-8"]
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_render_from_folder_fails_at_parse_time(tmp_path, smoke):
+    smoke["render_from"] = "no/such/dir"
+    path = tmp_path / "render.yaml"
+    path.write_text(yaml.safe_dump(smoke))
+    result = subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n",
+                             "--cores", "1", f"--configfile={path}", "render"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"config error: config: key 'render_from': folder 'no/such/dir' does not exist (in {tmp_path}); "
+        "expected an exported result set (python -m rebel export-cache) or null"]
+
+
+def test_evaluation_subset_larger_than_its_split_is_an_error(tmp_path, smoke):
+    """Other sources than the synthetic task learn their split sizes only from the data stage: the
+    evaluation stops in one line instead of silently judging fewer prompts."""
+    from eval.evaluate import evaluate_policy, test_subset
+    from rebel.config import HarnessError
+
+    rows = [{"id": i} for i in range(3)]
+    assert len(test_subset(rows, 5, 0)) == 3  # without a key: at most n (the search's validation prompts)
+    with pytest.raises(HarnessError, match=r"^eval.n_prompts: 5 is more than the 3 prompts of the test split; "
+                                           r"allowed: 1 to 3$"):
+        test_subset(rows, 5, 0, key="eval.n_prompts", split="test")
+    (tmp_path / "test.jsonl").write_text("".join(f'{{"id": {i}}}\n' for i in range(3)))
+    smoke["eval"]["n_prompts"] = 5
+    with pytest.raises(HarnessError, match=r"^eval.n_prompts: 5 is more than the 3 prompts of the test split"):
+        evaluate_policy(smoke, tmp_path / "none", seed=1, data_dir=tmp_path, sft_ref=tmp_path / "none",
+                        rm_ref=tmp_path / "none", judge=None, out=tmp_path / "out")  # before any model is loaded

@@ -62,7 +62,7 @@ def _write_run(folder, iterations: int = 12, generations: int = 30, seed: int = 
     lines = [_loop_record(t, rng.gamma(1 + t / 3, 1, 32), rng.normal(t / 10, 0.3, 32)) for t in range(iterations)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     kl = rng.gamma(2, 1, generations)
-    (folder / "generations.jsonl").write_text("".join(json.dumps({"kl": k, "rm_score": 0.2 * k}) + "\n" for k in kl))
+    (folder / "kl_samples.jsonl").write_text("".join(json.dumps({"kl": k, "rm_score": 0.2 * k}) + "\n" for k in kl))
 
 
 def test_figures_are_written_and_old_files_fail_in_one_line(tmp_path):

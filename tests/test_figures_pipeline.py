@@ -41,8 +41,12 @@ def test_table6_and_figures_come_from_the_runs_files(rendered):
         assert table.loc[eta, "kl_mean"] == pytest.approx(written["kl"], abs=1e-4)
     run = json.loads((results / "ablation" / "eta2" / "seed1" / "run.json").read_text())
     assert run["prompt_order_sha256"] == json.loads((results / "rebel" / "seed1" / "run.json").read_text())["prompt_order_sha256"]
-    generations = pd.read_json(results / "rebel" / "seed1" / "generations.jsonl", lines=True)
-    assert generations.kl.mean() == pytest.approx(json.loads((results / "rebel" / "seed1" / "eval.json").read_text())["kl"], abs=1e-5)
+    evaluation = json.loads((results / "rebel" / "seed1" / "eval.json").read_text())
+    samples = pd.read_json(results / "rebel" / "seed1" / "kl_samples.jsonl", lines=True)   # the draw at T
+    assert samples.kl.mean() == pytest.approx(evaluation["kl"], abs=1e-5)
+    assert evaluation["kl_se"] == pytest.approx(samples.kl.std() / len(samples) ** 0.5, rel=1e-4)
+    generations = pd.read_json(results / "rebel" / "seed1" / "generations.jsonl", lines=True)   # near greedy
+    assert generations.logratio.mean() == pytest.approx(evaluation["greedy_logratio"], abs=1e-5)
     metrics = pd.read_json(results / "ppo" / "seed1" / "metrics.jsonl", lines=True)
     # Iteration 0 samples from π_t = π_0 (LoRA starts at zero): every log-ratio is 0; later ones spread.
     assert metrics.kl_var.iloc[0] == pytest.approx(0, abs=1e-10) and (metrics.kl_var.iloc[1:] > 0).all()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from eval.evaluate import wilson_interval, winrate
+from eval.evaluate import tie_aware_winrate, wilson_interval, winrate
 from eval.judge_client import ChatClient, Endpoint, FatalEndpointError, ReplyCache, _retry_after
 from eval.judge_server import FaultPlan, GraderReply, LoopbackJudgeServer, tldr_gold_grader
 from eval.judges import GoldJudge, OpenAIJudge, make_judge, parse_preference, tldr_judge_messages
@@ -150,6 +150,32 @@ def test_killed_run_restarted_makes_only_the_missing_requests(tmp_path):
     assert server.requests_total - requests_before == n - cached
     assert [r.text for r in replies] == [f"answer to question {i}" for i in range(n)]
     assert sum(r.cached for r in replies) == cached and len(ReplyCache(cache)) == n
+
+
+def test_ties_count_half_and_their_coin_flips_do_not_narrow_the_interval():
+    """10 comparisons, 4 of them ties the judge's A/B order decided (here all 4 flipped to wins):
+    the winrate counts each tie as ½, and only the 6 decided comparisons are evidence."""
+    rate, low, high = tie_aware_winrate(wins=3, ties=4, judged=10)
+    assert rate == pytest.approx(0.5)                       # (3 + 4/2) / 10
+    assert (low, high) == pytest.approx(wilson_interval(3.0, 6))   # p = 0.5 with n = 6
+    flips_counted = wilson_interval(7, 10)                   # the old count: 3 wins + 4 flipped ties
+    assert high - low > flips_counted[1] - flips_counted[0]
+    assert tie_aware_winrate(wins=7, ties=0, judged=10)[1:] == pytest.approx(wilson_interval(7, 10))
+
+
+def test_gold_judge_reports_ties_and_winrate_does_not_depend_on_their_coin_flips():
+    prompts, references, _ = _examples(40, seed=3)
+    judged = winrate(GoldJudge(), prompts, references, references, seed=5)   # every comparison a tie
+    assert judged["ties"] == 40 and judged["winrate"] == 50.0
+    assert 0 < sum(judged["outcomes"]) < 40                   # the judge's flips went both ways
+    for seed in (6, 7):                                        # another A/B order, other flips, same winrate
+        assert winrate(GoldJudge(), prompts, references, references, seed=seed)["winrate"] == 50.0
+    prompts, references, candidates = _examples(60, seed=1)
+    mixed = winrate(GoldJudge(), prompts, candidates, references, seed=5)
+    tie = mixed["tie"]
+    wins = sum(o for o, t in zip(mixed["outcomes"], tie) if not t)
+    assert mixed["ties"] == sum(tie) and 0 < mixed["ties"] < 60
+    assert mixed["winrate"] == pytest.approx(100 * (wins + sum(tie) / 2) / 60)
 
 
 def test_malformed_replies_are_parse_failures_never_wins(tmp_path):

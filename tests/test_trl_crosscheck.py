@@ -10,11 +10,13 @@ import random
 
 import pytest
 import torch
+from accelerate import Accelerator
 from datasets import Dataset
 from transformers import GPTNeoXForCausalLM
 from trl import DPOConfig, DPOTrainer
 
 from baselines.dpo import DPO
+from rebel import loop
 from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.rollout import Rollout
@@ -30,7 +32,9 @@ def _pad(rows: list[torch.Tensor], pad_id: int, left: bool) -> tuple[torch.Tenso
     return ids, mask
 
 
-def test_dpo_loss_and_gradient_equal_trl(tokenizer, tiny_config, tmp_path):
+def _trl_batch(tokenizer, tiny_config, tmp_path):
+    """A policy, its reference, a TRL DPOTrainer on 4 preference pairs, and TRL's loss and gradient;
+    then the same token ids in our layout (pair i's chosen then rejected, prompts left-padded)."""
     torch.manual_seed(0)
     reference = GPTNeoXForCausalLM(tiny_config).eval()
     policy = copy.deepcopy(reference)
@@ -62,7 +66,11 @@ def test_dpo_loss_and_gradient_equal_trl(tokenizer, tiny_config, tmp_path):
     assert all(r[-1] == tokenizer.eos_token_id for r in responses)  # the same EOS convention as ours
     p_ids, p_mask = _pad(prompts, tokenizer.pad_token_id, left=True)
     r_ids, r_mask = _pad(responses, tokenizer.pad_token_id, left=False)
-    model = trainer.model
+    return reference, trainer.model, trl_loss, trl_grad, (p_ids, p_mask, r_ids, r_mask)
+
+
+def test_dpo_loss_and_gradient_equal_trl(tokenizer, tiny_config, tmp_path):
+    reference, model, trl_loss, trl_grad, (p_ids, p_mask, r_ids, r_mask) = _trl_batch(tokenizer, tiny_config, tmp_path)
     with torch.no_grad():
         ref_logprobs = M.response_logprobs(reference, p_ids, p_mask, r_ids, r_mask, temperature=1.0)
     logprobs = M.response_logprobs(model, p_ids, p_mask, r_ids, r_mask, temperature=1.0)
@@ -77,3 +85,22 @@ def test_dpo_loss_and_gradient_equal_trl(tokenizer, tiny_config, tmp_path):
     assert ours.item() == pytest.approx(trl_loss.item(), abs=1e-6)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, trl_grad[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_dpo_through_the_loop_equals_trl_at_a_sampling_temperature_other_than_1(tokenizer, tiny_config, tmp_path):
+    """The loop's offline path (:func:`rebel.loop.preference_rollout`, then :func:`rebel.loop.update`) in a
+    config whose ``policy.temperature`` is 0.7 takes TRL's step: DPO's log-probs are at temperature 1."""
+    reference, model, trl_loss, trl_grad, batch = _trl_batch(tokenizer, tiny_config, tmp_path)
+    cfg = {"policy": {"temperature": 0.7, "minibatch_prompts": 4, "epochs_per_iteration": 4},
+           "runtime": {"rollout_batch_size": 8, "update_micro_batch_prompts": None}}
+    algorithm = DPO.from_config({"beta": 0.05})
+    rollout = loop.preference_rollout(model, M.Reference(model, reference), *batch, cfg=cfg,
+                                      eos_token_id=tokenizer.eos_token_id, timings={}, device=torch.device("cpu"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # one step: the parameters move by −gradient
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    stats = loop.update(model, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg,
+                        torch.Generator().manual_seed(0))
+    assert stats["loss"] == pytest.approx(trl_loss.item(), abs=1e-6)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(before[name] - param.detach(), trl_grad[name], atol=1e-6, rtol=1e-4, msg=name)

@@ -8,6 +8,9 @@ shared loop's (:mod:`rebel.loop`), so two algorithms differ exactly where their 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -19,6 +22,40 @@ from rebel.rollout import Rollout
 @dataclasses.dataclass(frozen=True)
 class NoParams:
     """An algorithm without hyperparameters of its own."""
+
+
+class ParamTypeError(TypeError):
+    """A hyperparameter of the wrong type: ``field`` names it, ``message`` says what is allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``annotation`` (None: nothing, or a type not
+    checked here). ``float`` takes an int; a bool is not a number; numbers must be finite."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, arg) for arg in args]
+        if any(p is None for p in problems):
+            return None
+        return "expected " + " or ".join(p.removeprefix("expected ") for p in problems if p)
+    if origin is typing.Literal:
+        return None if value in args else f"expected one of {', '.join(map(repr, args))}"
+    if annotation is type(None):
+        return None if value is None else "expected null"
+    if annotation is bool:
+        return None if isinstance(value, bool) else "expected true or false"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "expected an integer"
+    if annotation is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "expected a number"
+        return None if math.isfinite(value) else "expected a finite number"
+    if annotation is str:
+        return None if isinstance(value, str) else "expected a string"
+    return None
 
 
 class Algorithm(ABC):
@@ -51,11 +88,20 @@ class Algorithm(ABC):
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> "Algorithm":
-        """Build from a config mapping; unknown or missing keys raise ``TypeError`` naming them."""
+        """Build from a config mapping; unknown or missing keys raise ``TypeError`` naming them, and a
+        value of the wrong type for its field's annotation :class:`ParamTypeError`."""
         known = {f.name for f in dataclasses.fields(cls.Params)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise TypeError(f"unknown hyperparameter '{unknown[0]}'; allowed: {', '.join(sorted(known)) or 'none'}")
+        try:
+            hints = typing.get_type_hints(cls.Params)
+        except Exception:  # noqa: BLE001 - an annotation this Python cannot resolve: leave it to the Params
+            hints = {}
+        for name, value in values.items():
+            problem = _type_problem(value, hints.get(name))
+            if problem is not None:
+                raise ParamTypeError(name, f"{problem}, got {value!r}")
         return cls(cls.Params(**values))
 
     @property

@@ -42,6 +42,10 @@ try:
     validate(config, "config")
 except ConfigError as exc:
     sys.exit(f"config error: {exc}")
+if config["render_from"] is not None and not os.path.isdir(config["render_from"]):
+    # Else every table would only be listed as a missing input, with no word that the folder is absent.
+    sys.exit(f"config error: config: key 'render_from': folder '{config['render_from']}' does not exist "
+             f"(in {os.getcwd()}); expected an exported result set (python -m rebel export-cache) or null")
 
 # Software environment of every rule (used with --use-conda; pip from pyproject.toml is the source of truth).
 ENV = "../../environment.yml"
@@ -67,6 +71,7 @@ wildcard_constraints:
     algorithm="|".join(re.escape(a) for a in ["sft", *config["algorithms"]]),
     seed=r"\d+",
     lr=r"[0-9.e+-]+",
+    kl=r"[0-9.e+-]+",
 
 
 def stage(name):

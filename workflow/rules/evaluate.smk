@@ -1,5 +1,5 @@
 rule evaluate:
-    """Test-set generation, reward-model score, KL to the SFT policy and judge winrate (Table 1)."""
+    """Test-set generation, reward-model score, judge winrate, and KL(π_T‖π_ref,T) on a draw at the training temperature (Table 1)."""
     input:
         data=DATA_FILES,
         sft=SFT_REF,
@@ -8,6 +8,7 @@ rule evaluate:
     output:
         evaluation=f"{RUN}/{{algorithm}}/seed{{seed}}/eval.json",
         generations=f"{RUN}/{{algorithm}}/seed{{seed}}/generations.jsonl",
+        kl_samples=f"{RUN}/{{algorithm}}/seed{{seed}}/kl_samples.jsonl",
     params:
         settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
         cmd=stage("evaluate"),

@@ -51,6 +51,7 @@ rule ablation_evaluate:
     output:
         evaluation=f"{ABLATION}/eta{{eta}}/seed{{seed}}/eval.json",
         generations=f"{ABLATION}/eta{{eta}}/seed{{seed}}/generations.jsonl",
+        kl_samples=f"{ABLATION}/eta{{eta}}/seed{{seed}}/kl_samples.jsonl",
     params:
         settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
         cmd=stage("evaluate"),
@@ -85,10 +86,11 @@ rule table6:
 
 
 rule figure5:
-    """Figure 5: RM score vs KL during training (2-std ellipses) and per KL bin of the final test generations."""
+    """Figure 5: RM score vs KL during training (2-std ellipses) and per KL bin of the final policy's test samples
+    at the training temperature."""
     input:
         expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/{{name}}", algorithm=config["figures"]["fig5"],
-               seed=config["seeds"], name=["metrics.jsonl", "generations.jsonl"]),
+               seed=config["seeds"], name=["metrics.jsonl", "kl_samples.jsonl"]),
     output:
         png="figures/fig5.png",
         pdf="figures/fig5.pdf",

@@ -1,7 +1,12 @@
-# The learning-rate search: every algorithm gets the same grid (search.lr), one run at
-# search.seed (not a reported seed) with the reported runs' budget, judged on validation prompts.
+# The search: every algorithm gets the same learning-rate grid (search.lr, at the config's kl_coef),
+# then every online algorithm the same kl_coef grid (search.kl_coef, at its configured learning rate);
+# one run per point at search.seed (not a reported seed) with the reported runs' budget, judged on
+# validation prompts (eval/search.py).
+from eval.search import kl_sweep
+
 SEARCH = f"{RUN}/search"
 SEARCH_LRS = [f"{lr:g}" for lr in config["search"]["lr"]]
+SEARCH_KL_RUNS = [f"{REPORT}/search/{algorithm}/kl{kl:g}/eval.json" for algorithm, kl in kl_sweep(config)]
 
 
 rule search_train:
@@ -56,10 +61,50 @@ rule search_evaluate:
         " --policy {input.policy} --seed {params.seed} --split val --out {params.out} > {log} 2>&1"
 
 
+rule search_kl_train:
+    """One online algorithm at one grid kl_coef γ (Eq. 22) and its configured learning rate."""
+    input:
+        data=DATA_FILES,
+        sft=SFT_REF,
+        rm=RM_REF,
+    output:
+        policy=f"{SEARCH}/{{algorithm}}/kl{{kl}}/policy/model.json",
+        run=f"{SEARCH}/{{algorithm}}/kl{{kl}}/run.json",
+    params:
+        settings=lambda wc: fingerprint([{k: v for k, v in policy_settings(config, wc.algorithm)["policy"].items()
+                                          if k != "kl_coef"}, config["algorithm_params"].get(wc.algorithm, {})]),
+        cmd=stage("train"),
+        seed=config["search"]["seed"],
+        data=lambda wc, input: os.path.dirname(input.data[0]),
+        out=lambda wc, output: os.path.dirname(output.run),
+    threads: config["runtime"]["threads"]
+    log:
+        f"{LOGS}/search/{{algorithm}}_kl{{kl}}_train.log",
+    conda:
+        ENV
+    shell:
+        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
+        " --algorithm {wildcards.algorithm} --seed {params.seed} --kl-coef {wildcards.kl} --out {params.out} > {log} 2>&1"
+
+
+use rule search_evaluate as search_kl_evaluate with:
+    input:
+        data=DATA_FILES,
+        sft=SFT_REF,
+        rm=RM_REF,
+        policy=f"{SEARCH}/{{algorithm}}/kl{{kl}}/policy/model.json",
+    output:
+        f"{SEARCH}/{{algorithm}}/kl{{kl}}/eval.json",
+    log:
+        f"{LOGS}/search/{{algorithm}}_kl{{kl}}_evaluate.log",
+
+
 rule search_table:
-    """Every grid point's validation numbers and the learning rate selected per algorithm."""
+    """Every grid point's validation numbers, the learning rate selected per algorithm and the kl_coef selected
+    for all online algorithms."""
     input:
         expand(f"{REPORT}/search/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"], lr=SEARCH_LRS),
+        SEARCH_KL_RUNS,
     output:
         csv="tables/search.csv",
         md="tables/search.md",
