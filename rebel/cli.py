@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -43,6 +44,17 @@ from pathlib import Path
 import torch
 
 from rebel.config import ConfigError, HarnessError, load_config
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (``--lr nan`` and ``--kl-coef inf`` are errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got '{text}'")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="judge reply cache folder, shared by a run's jobs (default: OUT/judge_cache)")
         if name == "train":
             p.add_argument("--algorithm", required=True)
-            p.add_argument("--lr", type=float, default=None,
+            p.add_argument("--lr", type=positive_float, default=None,
                            help="learning rate of this run (the search's grid point; default: the config's)")
-            p.add_argument("--kl-coef", type=float, default=None,
+            p.add_argument("--kl-coef", type=positive_float, default=None,
                            help="policy.kl_coef γ of this run (the search's grid point; default: the config's)")
             p.add_argument("--algorithm-param", action="append", default=[], metavar="KEY=VALUE",
                            help="override one of algorithm_params.<algorithm> (the η ablation: eta=0.3); repeatable")

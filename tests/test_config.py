@@ -279,3 +279,13 @@ def test_evaluation_subset_larger_than_its_split_is_an_error(tmp_path, smoke):
     with pytest.raises(HarnessError, match=r"^eval.n_prompts: 5 is more than the 3 prompts of the test split"):
         evaluate_policy(smoke, tmp_path / "none", seed=1, data_dir=tmp_path, sft_ref=tmp_path / "none",
                         rm_ref=tmp_path / "none", judge=None, out=tmp_path / "out")  # before any model is loaded
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--kl-coef", "-0.1"), ("--kl-coef", "one")])
+def test_non_finite_or_non_positive_search_flags_are_rejected_by_the_train_command(flag, value, capsys):
+    from rebel.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--data", "d", "--sft", "s", "--rm", "r", "--out", "o", "--seed", "1",
+                              "--algorithm", "rebel", flag, value])
+    assert f"argument {flag}: expected a " in capsys.readouterr().err
