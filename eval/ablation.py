@@ -77,7 +77,7 @@ def markdown(cfg: dict[str, Any], df: pd.DataFrame) -> str:
 
     lines = [f"Table 6 (appendix J): REBEL η ablation, config '{cfg['name']}' (model {cfg['model_size']}), "
              f"mean (std) over seeds {cfg['seeds']}; paper: TL;DR 2.8B, one run per η.", "",
-             "| η | seeds | winrate % | RM score | KL(π‖π_ref) | paper winrate % | paper RM score | paper KL |",
+             "| η | seeds | winrate % | RM score | KL(π_T‖π_ref,T) | paper winrate % | paper RM score | paper KL |",
              "|---|---|---|---|---|---|---|---|"]
     for row in df.itertuples():
         lines.append("| " + " | ".join([

@@ -23,7 +23,7 @@ RENDER_FILES = (
                                         "curve.jsonl", "curve.json")),
     *(f"*/ablation/eta*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
     *(f"*/*/seed*/{name}" for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "leaderboard.json")),
-    "*/search/*/lr*/eval.json",
+    "*/search/*/lr*/eval.json", "*/search/*/kl*/eval.json",
     "reproducibility/*/results/*/*/seed*/eval.json",
     "bandit/*/seed*.jsonl",
     "benchmark/**/*.json", "benchmark/**/*.csv",
