@@ -132,12 +132,12 @@ def figure5(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
         right.plot(mean.rm_score, mean.kl, "-o", color=color, label=f"{label} ({binned[0].n.sum()} samples"
                                                                         f" × {len(binned)} seed(s))")
     left.autoscale_view()
-    left.set(xlabel="RM score (reward model, Γ without EOS)", ylabel="KL(π_t ‖ π_ref) per sequence [nats]",
+    left.set(xlabel="RM score (reward model, Γ without EOS)", ylabel="KL(π_t,T ‖ π_ref,T) per sequence (k1) [nats]",
              title=f"During training: mean per iteration, 2-std ellipses at ≤{ELLIPSES} iterations\n"
                    "(π_t's training samples, pooled over seeds; the paper: test set every 100 steps)")
     right.set(xlabel="mean RM score in the bin", ylabel="mean log π_T(y|x) − log π_ref,T(y|x) in the bin [nats]",
-              title=f"Final checkpoint: test samples y ~ π_T (training temperature) in {BINS} equal-size\n"
-                    "log-ratio bins (k1 KL terms; each bin: mean over seeds)")
+              title=f"Final checkpoint: test samples y ~ π_T in {BINS} equal-size log-ratio\n"
+                    "bins (k1 KL terms, training temperature; mean over seeds)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
