@@ -60,6 +60,7 @@ def paper_config(tmp_path, tokenizer, tiny_config):
     cfg["reward_model"].update(batch_size=8, lr=1e-3)
     cfg["policy"].update(lora={**cfg["policy"]["lora"], "r": 4, "alpha": 8}, iterations=2,
                          prompts_per_iteration=8, minibatch_prompts=4, lr=1e-3, checkpoint_every=1)
+    cfg["policy_overrides"]["dpo"]["minibatch_prompts"] = 4   # within the 8 prompts (pairs) per iteration
     cfg["eval"].update(n_prompts=8, batch_size=8)
     cfg["runtime"].update(device="cpu", threads=1, rollout_batch_size=16)
     path = tmp_path / "tiny-tldr.yaml"
