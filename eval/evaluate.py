@@ -125,13 +125,20 @@ def sample_eval_responses(cfg: dict[str, Any], policy: torch.nn.Module, tokenize
 
 
 @torch.no_grad()
+def penalized_rm_scores(cfg: dict[str, Any], reward_model: torch.nn.Module, chunks: list[tuple[torch.Tensor, ...]],
+                        has_eos: torch.Tensor) -> torch.Tensor:
+    """The reward model's score of each response, Γ (``policy.missing_eos_penalty``) where it has no EOS."""
+    rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
+    return torch.where(has_eos, rm, torch.full_like(rm, cfg["policy"]["missing_eos_penalty"]))
+
+
+@torch.no_grad()
 def score_responses(cfg: dict[str, Any], reward_model: torch.nn.Module, rows: list[dict[str, Any]],
                     chunks: list[tuple[torch.Tensor, ...]], texts: list[str], has_eos: torch.Tensor, *,
                     judge: Judge | None, seed: int) -> tuple[torch.Tensor, dict[str, Any] | None, dict[str, Any]]:
     """RM scores (Γ without EOS), the judge's winrate over the references (when a judge is given) and,
     on the synthetic task, gold quality of responses to ``rows``: ``(scores, judged, summary)``."""
-    rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
-    scores = torch.where(has_eos, rm, torch.full_like(rm, cfg["policy"]["missing_eos_penalty"]))
+    scores = penalized_rm_scores(cfg, reward_model, chunks, has_eos)
     prompts = [D.prompt_text(r) for r in rows]
     summary: dict[str, Any] = {"n_prompts": len(rows)}
     judged = None
@@ -223,8 +230,7 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
                                     max_new_tokens=cfg["data"]["response_length"], temperature=temperature)
     kl_chunks = micro_batches(batch, *kl_draw[:4])
     kl = logratio(kl_chunks)
-    kl_rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), kl_chunks)
-    kl_scores = torch.where(kl_draw[4], kl_rm, torch.full_like(kl_rm, cfg["policy"]["missing_eos_penalty"]))
+    kl_scores = penalized_rm_scores(cfg, reward_model, kl_chunks, kl_draw[4])
     result = {"seed": seed, "split": split, **result, "kl": kl.mean().item(),
               "kl_se": (kl.std() / math.sqrt(len(kl))).item() if len(kl) > 1 else float("nan"),
               "kl_estimator": f"k1 on y ~ pi_T, T = {temperature} (policy.temperature), one per prompt",

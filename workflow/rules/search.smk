@@ -26,6 +26,7 @@ rule search_train:
         seed=config["search"]["seed"],
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.run),
+        point=lambda wc: f"--lr {wc.lr}",
     threads: config["runtime"]["threads"]
     log:
         f"{LOGS}/search/{{algorithm}}_lr{{lr}}_train.log",
@@ -33,7 +34,7 @@ rule search_train:
         ENV
     shell:
         "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
-        " --algorithm {wildcards.algorithm} --seed {params.seed} --lr {wildcards.lr} --out {params.out} > {log} 2>&1"
+        " --algorithm {wildcards.algorithm} --seed {params.seed} {params.point} --out {params.out} > {log} 2>&1"
 
 
 rule search_evaluate:
@@ -61,30 +62,17 @@ rule search_evaluate:
         " --policy {input.policy} --seed {params.seed} --split val --out {params.out} > {log} 2>&1"
 
 
-rule search_kl_train:
-    """One online algorithm at one grid kl_coef γ (Eq. 22) and its configured learning rate."""
-    input:
-        data=DATA_FILES,
-        sft=SFT_REF,
-        rm=RM_REF,
+use rule search_train as search_kl_train with:
     output:
         policy=f"{SEARCH}/{{algorithm}}/kl{{kl}}/policy/model.json",
         run=f"{SEARCH}/{{algorithm}}/kl{{kl}}/run.json",
     params:
+        # One online algorithm at one grid kl_coef γ (Eq. 22) and its configured learning rate.
         settings=lambda wc: fingerprint([{k: v for k, v in policy_settings(config, wc.algorithm)["policy"].items()
                                           if k != "kl_coef"}, config["algorithm_params"].get(wc.algorithm, {})]),
-        cmd=stage("train"),
-        seed=config["search"]["seed"],
-        data=lambda wc, input: os.path.dirname(input.data[0]),
-        out=lambda wc, output: os.path.dirname(output.run),
-    threads: config["runtime"]["threads"]
+        point=lambda wc: f"--kl-coef {wc.kl}",
     log:
         f"{LOGS}/search/{{algorithm}}_kl{{kl}}_train.log",
-    conda:
-        ENV
-    shell:
-        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
-        " --algorithm {wildcards.algorithm} --seed {params.seed} --kl-coef {wildcards.kl} --out {params.out} > {log} 2>&1"
 
 
 use rule search_evaluate as search_kl_evaluate with:
