@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from eval.judge_client import ChatClient, Reply
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 

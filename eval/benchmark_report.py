@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from eval.tables import PAPER_RESULTS, display_name  # noqa: E402
 from rebel.benchmark import FIGURE2_ALGORITHMS  # noqa: E402
-from rebel.config import HarnessError  # noqa: E402
+from rebel.errors import HarnessError  # noqa: E402
 
 TOP_GROUP = ("ppo", "rloo_k4", "rebel")
 """Right of Figure 2's dashed line: winrates comparable to REBEL's (§5.1)."""

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from rebel import data as D
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 """The 8 MT-Bench categories in the order of FastChat's question ids (81-160) and paper Figure 7."""

@@ -25,7 +25,7 @@ from eval import chat_data
 from eval.judge_client import ChatClient, Endpoint
 from rebel import data as D
 from rebel import models as M
-from rebel.config import ConfigError, HarnessError
+from rebel.errors import ConfigError, HarnessError
 
 INSTRUCTIONS = "alpaca_instructions.json"
 QUESTIONS = "mt_bench_questions.jsonl"

@@ -34,7 +34,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from eval.aggregate import iqm_intervals  # noqa: E402
 from eval.tables import display_name  # noqa: E402
-from rebel.config import HarnessError  # noqa: E402
+from rebel.errors import HarnessError  # noqa: E402
 
 BUDGET = ("iterations", "prompts", "reward_model_calls", "preference_queries")
 METRICS = ("winrate", "gold_quality", "rm_score")

@@ -34,7 +34,7 @@ from rebel import data as D
 from rebel import kernels
 from rebel import models as M
 from rebel import synthetic_tldr as task
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 from rebel.generation import BACKENDS, sample_responses
 from rebel.loop import micro_batches, score_batches
 

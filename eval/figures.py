@@ -37,7 +37,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
 from eval.tables import display_name  # noqa: E402
-from rebel.config import HarnessError  # noqa: E402
+from rebel.errors import HarnessError  # noqa: E402
 
 ELLIPSES = 4
 BINS = 10

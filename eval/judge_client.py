@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rebel.config import ConfigError, HarnessError
+from rebel.errors import ConfigError, HarnessError
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import torch
 from eval.judge_client import ChatClient, Endpoint
 from rebel import data as D
 from rebel import synthetic_tldr as task
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 Preference = Literal["A", "B"] | None
 

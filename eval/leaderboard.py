@@ -26,7 +26,7 @@ import torch
 
 from eval.leaderboard_tasks import LEADERBOARD_V1, Benchmark, write_local_tasks
 from rebel import models as M
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 
 def load_merged_policy(policy_ref: Path, dtype: str, device: torch.device) -> torch.nn.Module:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import yaml
 
 from rebel import synthetic_tldr as task
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 N_ITEMS = 24
 """Evaluation items per local task (before ``eval.leaderboard.limit``)."""

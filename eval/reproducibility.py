@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from eval.tables import display_name
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 METRICS = ("winrate", "gold_quality", "rm_score", "kl")
 Z_LIMIT = 3.0

@@ -16,7 +16,8 @@ import pandas as pd
 
 from eval import aggregate
 from rebel.algorithms import resolve_algorithm
-from rebel.config import REPO_ROOT, HarnessError
+from rebel.config import REPO_ROOT
+from rebel.errors import HarnessError
 from rebel.loop import COUNTERS
 
 PAPER_RESULTS = REPO_ROOT / "workflow" / "resources" / "paper-results.csv"

@@ -34,7 +34,7 @@ from transformers import get_scheduler
 
 from rebel import models as M
 from rebel.algorithms import resolve_algorithm
-from rebel.config import ConfigError
+from rebel.errors import ConfigError
 from rebel.loop import prompt_schedule, shaped_token_rewards, update
 from rebel.rollout import Rollout
 

@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 
-from rebel.config import HarnessError, policy_settings
+from rebel.config import policy_settings
+from rebel.errors import HarnessError
 
 FIGURE2_ALGORITHMS = ("dpo", "reinforce", "rloo_k2", "iterative_dpo", "ppo", "rloo_k4", "rebel")
 """The bars of paper Figure 2, in its order (ascending winrate; see :mod:`eval.benchmark_report`)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 MAX_BYTES = 2 * 1024 * 1024
 RENDER_FILES = (

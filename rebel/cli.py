@@ -43,7 +43,8 @@ from pathlib import Path
 
 import torch
 
-from rebel.config import ConfigError, HarnessError, load_config
+from rebel.config import load_config
+from rebel.errors import ConfigError, HarnessError
 
 
 def positive_float(text: str) -> float:

@@ -10,18 +10,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rebel.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_DIR = REPO_ROOT / "workflow" / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
-
-
-class HarnessError(Exception):
-    """A problem with what the user asked for or supplied, reported by the CLI in one line."""
-
-
-class ConfigError(HarnessError, ValueError):
-    """A configuration problem, with a one-line message naming the key and what is allowed."""
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:

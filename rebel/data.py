@@ -23,7 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from rebel import synthetic_tldr as task
-from rebel.config import ConfigError
+from rebel.errors import ConfigError
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "[PAD]"

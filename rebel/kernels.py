@@ -93,7 +93,7 @@ def active(path: str) -> dict[str, Any]:
     capability = torch.backends.cpu.get_cpu_capability()
     wanted = environment(path).get("ATEN_CPU_CAPABILITY")
     if wanted is not None and capability != _REPORTED[wanted]:
-        from rebel.config import HarnessError
+        from rebel.errors import HarnessError
 
         raise HarnessError(f"runtime.cpu_kernels is '{path}' but PyTorch runs its {capability} kernels: torch was "
                            "imported before the kernel variables were set; run stages through 'python -m rebel'")

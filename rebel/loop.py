@@ -36,7 +36,8 @@ from rebel import data as D
 from rebel import kernels
 from rebel import models as M
 from rebel.algorithms import Algorithm, resolve_algorithm
-from rebel.config import ConfigError, HarnessError, policy_settings
+from rebel.config import policy_settings
+from rebel.errors import ConfigError, HarnessError
 from rebel.distributed import global_sum
 from rebel.generation import BACKENDS, sample_responses
 from rebel.profiling import peak_rss_mib, phase, profile_summary

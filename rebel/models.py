@@ -24,7 +24,7 @@ from torch import nn
 from transformers import (AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM,
                           GPTNeoXForSequenceClassification, PreTrainedModel)
 
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

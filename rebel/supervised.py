@@ -17,7 +17,7 @@ from transformers import get_scheduler
 from rebel import data as D
 from rebel import models as M
 from rebel import synthetic_tldr as task
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 
 def _batches(n: int, batch_size: int, epochs: float, rng: random.Random) -> Iterator[list[int]]:

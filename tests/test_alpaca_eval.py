@@ -12,7 +12,8 @@ from eval.chat_graders import CHAT_GRADERS
 from eval.judge_client import ChatClient, Endpoint
 from eval.judge_server import FaultPlan, LoopbackJudgeServer
 from rebel import synthetic_tldr as task
-from rebel.config import ConfigError, validate
+from rebel.config import validate
+from rebel.errors import ConfigError
 
 from conftest import SMOKE
 

@@ -8,7 +8,8 @@ import torch
 from eval.benchmark_report import paper_winrates, write_figure2
 from rebel.benchmark import FIGURE2_ALGORITHMS, run_benchmark, shape_config
 from rebel.cli import main
-from rebel.config import CONFIG_DIR, HarnessError, load_config
+from rebel.config import CONFIG_DIR, load_config
+from rebel.errors import HarnessError
 from rebel.generation import HFGenerationBackend, sample_responses
 from rebel.profiling import phase, profile_summary
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebel.config import CONFIG_DIR, ConfigError, load_config, validate
+from rebel.config import CONFIG_DIR, load_config, validate
+from rebel.errors import ConfigError
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 REPO = Path(__file__).resolve().parent.parent
@@ -267,7 +268,7 @@ def test_evaluation_subset_larger_than_its_split_is_an_error(tmp_path, smoke):
     """Other sources than the synthetic task learn their split sizes only from the data stage: the
     evaluation stops in one line instead of silently judging fewer prompts."""
     from eval.evaluate import evaluate_policy, test_subset
-    from rebel.config import HarnessError
+    from rebel.errors import HarnessError
 
     rows = [{"id": i} for i in range(3)]
     assert len(test_subset(rows, 5, 0)) == 3  # without a key: at most n (the search's validation prompts)

@@ -9,7 +9,8 @@ from scipy.stats import trim_mean
 
 from eval.curves import curve_aggregates, curve_metric, load_curves, read_ceiling
 from rebel.cli import main
-from rebel.config import HarnessError, dump_config, load_config
+from rebel.config import dump_config, load_config
+from rebel.errors import HarnessError
 
 SEEDS = (1, 2, 3)
 ITERATIONS = (0, 5, 10)

@@ -15,7 +15,7 @@ from eval.figures import ellipse_axes, figure5, figure6, kl_bins, pooled_trainin
 from rebel.algorithms import resolve_algorithm
 from rebel.cache import export_cache
 from rebel.cli import _with_algorithm_params
-from rebel.config import ConfigError, HarnessError
+from rebel.errors import ConfigError, HarnessError
 
 
 def test_ellipse_radii_are_two_sqrt_eigenvalues():

@@ -15,7 +15,7 @@ from eval.judge_client import ChatClient, Endpoint, FatalEndpointError, ReplyCac
 from eval.judge_server import FaultPlan, GraderReply, LoopbackJudgeServer, tldr_gold_grader
 from eval.judges import GoldJudge, OpenAIJudge, make_judge, parse_preference, tldr_judge_messages
 from rebel import synthetic_tldr as task
-from rebel.config import ConfigError
+from rebel.errors import ConfigError
 
 from conftest import REPO
 

@@ -12,7 +12,8 @@ import yaml
 from conftest import REPO, SMOKE
 from rebel import kernels
 from rebel import models as M
-from rebel.config import HarnessError, load_config
+from rebel.config import load_config
+from rebel.errors import HarnessError
 
 PROBE = ("import hashlib, torch\n"
          "torch.manual_seed(0); torch.set_num_threads(1)\n"

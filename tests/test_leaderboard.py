@@ -14,7 +14,8 @@ from eval.leaderboard_tasks import LEADERBOARD_V1, local_items, shipped_task_dir
 from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.cli import main
-from rebel.config import HarnessError, load_config
+from rebel.config import load_config
+from rebel.errors import HarnessError
 
 FEWSHOT = {"mmlu": 5, "gsm8k": 5, "arc": 25, "winogrande": 5, "truthfulqa": 0, "hellaswag": 10}
 METRICS = {"mmlu": "acc", "gsm8k": "exact_match,strict-match", "arc": "acc_norm", "winogrande": "acc",

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from conftest import SMOKE
 from eval.tables import check_identical_prompts
 from rebel.algorithms import resolve_algorithm
-from rebel.config import ConfigError
+from rebel.errors import ConfigError
 from rebel.loop import iterations_of, prompt_schedule
 
 TIMING = ("seconds", "peak_", "lr")

@@ -9,7 +9,7 @@ import yaml
 
 from eval.chat_data import MT_BENCH_CATEGORIES, embedded_questions
 from eval.mt_bench import judge_messages, load_judge_prompts, parse_rating, prompt_name, summarize
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 
 @pytest.mark.parametrize("judgment,rating", [

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from eval.reproducibility import compare, write_reproducibility
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 from conftest import SMOKE, snakemake
 
 

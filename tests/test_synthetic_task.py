@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rebel import synthetic_tldr as task
-from rebel.config import ConfigError
+from rebel.errors import ConfigError
 from conftest import SMOKE
 
 PROMPT = task.format_prompt("tifu", "my sister and my car",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from rebel.algorithms.base import Algorithm
-from rebel.config import HarnessError
+from rebel.errors import HarnessError
 
 BUILTIN: dict[str, str] = {
     "rebel": "rebel.algorithms.rebel:REBEL",

@@ -6,7 +6,8 @@ import sys
 import yaml
 from snakemake.utils import update_config
 
-from rebel.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, dump_config, fingerprint, policy_settings, validate
+from rebel.config import CONFIG_DIR, DEFAULT_CONFIG, dump_config, fingerprint, policy_settings, validate
+from rebel.errors import ConfigError
 
 if not workflow.overwrite_configfiles:  # no --configfile: the embedded default, under any --config values
     overrides = dict(config)
