@@ -16,6 +16,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# snakemake --report report.html: the run's tables and figures with captions, job runtimes, the config.
+report: "workflow/report/workflow.rst"
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
@@ -26,6 +29,7 @@ include: "workflow/rules/leaderboard.smk"
 include: "workflow/rules/chat_eval.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/bandit.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/figures.smk"

@@ -73,8 +73,10 @@ def _check_consistency(config: dict[str, Any], source: str) -> None:
                                   f"split (data.synthetic.{split}); allowed: 1 to {synthetic[split]}")
 
 
-def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Check ``config`` against the schema and the algorithm registry; return it unchanged."""
+def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = True) -> dict[str, Any]:
+    """Check ``config`` against the schema and the algorithm registry; return it unchanged. With ``resolve``
+    False (the Snakefile's parse) algorithm names are looked up without importing any (no torch); the
+    algorithms' parameters are then checked by every job, the first of which (data) runs before training."""
     found = _non_finite(config)
     if found is not None:
         key = ".".join(map(str, found[0]))
@@ -90,20 +92,16 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' "
                           "(it knows only the embedded task)")
     _check_consistency(config, source)
-    from rebel.algorithms import AlgorithmNotFound, resolve_algorithm
-    from rebel.algorithms.base import ParamTypeError
+    if resolve:
+        _check_algorithms(config, source)
+    else:
+        from rebel.registry import AlgorithmNotFound, algorithm_spec
 
-    for name in config["algorithms"]:
-        try:
-            algorithm = resolve_algorithm(name)
-        except AlgorithmNotFound as exc:
-            raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
-        try:
-            algorithm.from_config(config["algorithm_params"].get(name, {}))
-        except ParamTypeError as exc:
-            raise ConfigError(f"{source}: key 'algorithm_params.{name}.{exc.field}': {exc.message}") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: key 'algorithm_params.{name}': {exc}") from None
+        for name in config["algorithms"]:
+            try:
+                algorithm_spec(name, config["variants"])
+            except AlgorithmNotFound as exc:
+                raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
     for section in ("algorithm_params", "policy_overrides"):
         for name in config[section]:
             if name not in config["algorithms"]:
@@ -115,14 +113,45 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     return config
 
 
+def _check_algorithms(config: dict[str, Any], source: str) -> None:
+    """Every variant of ``config`` builds from its own parameters, and every algorithm resolves to its
+    class and builds from its variant's parameters updated by its ``algorithm_params``."""
+    from rebel.algorithms import AlgorithmNotFound, build_algorithm
+    from rebel.algorithms.base import ParamTypeError
+
+    def check(name: str, values: dict[str, Any], names_key: str, params_key: str) -> None:
+        try:
+            build_algorithm(name, values)
+        except AlgorithmNotFound as exc:
+            raise ConfigError(f"{source}: key '{names_key}': {exc}") from None
+        except ParamTypeError as exc:
+            raise ConfigError(f"{source}: key '{params_key}.{exc.field}': {exc.message}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: key '{params_key}': {exc}") from None
+
+    for name in config["variants"]:
+        check(name, {"variants": config["variants"]}, f"variants.{name}", f"variants.{name}")
+    for name in config["algorithms"]:
+        check(name, config, "algorithms", f"algorithm_params.{name}")
+
+
 def policy_settings(config: dict[str, Any], algorithm: str) -> dict[str, Any]:
     """The config as one algorithm's run sees it: ``policy`` updated by ``policy_overrides.<algorithm>``."""
     return config | {"policy": config["policy"] | config["policy_overrides"].get(algorithm, {})}
 
 
-def load_config(path: str | Path | None = None) -> dict[str, Any]:
-    """Load and validate a config file (the embedded config when ``path`` is None)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+def merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``delta``: mappings merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for key, value in delta.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping, unvalidated, with ``extends: <file>`` resolved: the named file (relative to
+    this one's folder), itself read the same way, updated by this file's keys (:func:`merge`)."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; shipped configs: "
                           f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}")
@@ -135,12 +164,31 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return validate(config, str(path))
+    parent = config.pop("extends", None)
+    if parent is None:
+        return config
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: key 'extends': expected the path of a config file, got {parent!r}")
+    base = (path.parent / parent).resolve()
+    if base in _seen or base == path.resolve():
+        raise ConfigError(f"{path}: key 'extends': '{parent}' extends {path.name} again (a cycle)")
+    if not base.is_file():
+        raise ConfigError(f"{path}: key 'extends': file '{base}' not found (relative to {path.parent})")
+    return merge(read_config_file(base, (*_seen, path.resolve())), config)
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Load a config file (the embedded config when ``path`` is None), resolve ``extends`` and validate it."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    return validate(read_config_file(path), str(path))
 
 
 def dump_config(config: dict[str, Any], path: Path) -> None:
-    """Write ``config`` as YAML, leaving the file untouched when its content is the same."""
-    text = yaml.safe_dump(config, sort_keys=False)
+    """Write ``config`` as YAML, top-level keys in the schema's order, leaving the file untouched when its content
+    is the same."""
+    order = {key: i for i, key in enumerate(yaml.safe_load(SCHEMA_PATH.read_text())["properties"])}
+    text = yaml.safe_dump(dict(sorted(config.items(), key=lambda item: order.get(item[0], len(order)))),
+                          sort_keys=False)
     if path.is_file() and path.read_text() == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

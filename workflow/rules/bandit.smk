@@ -14,6 +14,8 @@ rule bandit_run:
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/bandit/logs/{algorithm}.log",
+    benchmark:
+        "results/bandit/benchmarks/{algorithm}.tsv"
     conda:
         ENV
     shell:
@@ -28,13 +30,13 @@ rule bandit_report:
         runs=expand(f"{REPORT_ROOT}/bandit/{{algorithm}}/seed{{seed}}.jsonl", algorithm=BANDIT_SETTINGS["algorithms"],
                     seed=BANDIT_SETTINGS["seeds"]),
     output:
-        csv="tables/bandit.csv",
+        csv=report("tables/bandit.csv", caption="../report/bandit.rst", category="Exact-optimum testbed"),
         md="tables/bandit.md",
-        png="figures/bandit.png",
+        png=report("figures/bandit.png", caption="../report/bandit_figure.rst", category="Exact-optimum testbed"),
         pdf="figures/bandit.pdf",
     params:
         cmd=stage("bandit-report"),
-        results=lambda wc, input: os.path.dirname(os.path.dirname(input.runs[0])),
+        results=f"{REPORT_ROOT}/bandit",
     log:
         "results/bandit/logs/report.log",
     conda:

@@ -39,8 +39,12 @@ rule chat_eval:
         sets=lambda wc, input: os.path.dirname(input.sets[0]),
         out=lambda wc, output: os.path.dirname(output.alpaca),
     threads: config["runtime"]["threads"]
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/chat_eval/{{algorithm}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/chat_eval/{{algorithm}}_seed{{seed}}.tsv"
     conda:
         ENV
     shell:
@@ -55,14 +59,14 @@ rule table2:
         mt_bench=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/chat/mt_bench.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
         leaderboard=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/leaderboard.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
     output:
-        csv="tables/table2.csv",
+        csv=report("tables/table2.csv", caption="../report/table2.rst", category="Table 2 (chat)"),
         md="tables/table2.md",
         mt_bench="tables/mt_bench.csv",
-        png="figures/fig7.png",
+        png=report("figures/fig7.png", caption="../report/fig7.rst", category="Table 2 (chat)"),
         pdf="figures/fig7.pdf",
     params:
         cmd=stage("table2"),
-        results=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(input.alpaca[0])))),
+        results=REPORT,
     log:
         f"{LOGS}/table2.log",
     conda:

@@ -1,20 +1,15 @@
-# Config loading and validation, paths, and wildcard constraints shared by all rules.
+# Config loading and validation, paths, resources and wildcard constraints shared by all rules. Parsing reads
+# the YAML and checks it against the schema and the algorithm registry only: no torch import, no file written
+# (the effective config is written when a run starts, onstart below); algorithm classes load in the jobs.
 import os
 import re
 import sys
+from pathlib import Path
 
 import yaml
-from snakemake.utils import update_config
 
-from rebel.config import CONFIG_DIR, DEFAULT_CONFIG, dump_config, fingerprint, policy_settings, validate
+from rebel.config import CONFIG_DIR, DEFAULT_CONFIG, dump_config, fingerprint, merge, policy_settings, read_config_file, validate
 from rebel.errors import ConfigError
-
-if not workflow.overwrite_configfiles:  # no --configfile: the embedded default, under any --config values
-    overrides = dict(config)
-    config.clear()
-    config.update(yaml.safe_load(DEFAULT_CONFIG.read_text()))
-    update_config(config, overrides)
-
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -36,11 +31,17 @@ def _typed(value):
         sys.exit(f"config error: --config value '{value}' is not valid YAML ({str(exc).splitlines()[0]})")
 
 
-for _arg in workflow.config_settings.config_args or []:
-    _key, _, _value = _arg.partition("=")
-    update_config(config, {_key: _typed(_value)})
 try:
-    validate(config, "config")
+    # The --configfile files in order (else the embedded default), each with its `extends` chain resolved,
+    # then the --config values.
+    _effective = {}
+    for _file in workflow.overwrite_configfiles or [DEFAULT_CONFIG]:
+        _effective = merge(_effective, read_config_file(_file))
+    for _arg in workflow.config_settings.config_args or []:
+        _key, _, _value = _arg.partition("=")
+        _effective = merge(_effective, {_key: _typed(_value)})
+    config.clear()
+    config.update(validate(_effective, "config", resolve=False))
 except ConfigError as exc:
     sys.exit(f"config error: {exc}")
 if config["render_from"] is not None and not os.path.isdir(config["render_from"]):
@@ -56,9 +57,19 @@ RUN = f"results/{config['name']}"
 REPORT_ROOT = config["render_from"] or "results"
 REPORT = f"{REPORT_ROOT}/{config['name']}"
 LOGS = f"{RUN}/logs"
-# The effective config (after --config overrides) is what every stage command reads.
+# The effective config (after extends and --config overrides) is what every stage command reads.
 CONFIG_FILE = f"{RUN}/config.yaml"
-dump_config(config, Path(CONFIG_FILE))
+BENCHMARKS = f"{RUN}/benchmarks"
+# Not an output: one append-only reply cache per judge model, shared by every evaluation of the run (each
+# line written under a file lock); deleting it costs only repeated judge calls.
+JUDGE_CACHE = f"{RUN}/judge_cache"
+# What a training, evaluation or model-building job asks of the scheduler (a cluster executor reads these).
+HEAVY = {"mem_mb": config["runtime"]["mem_mb"], "gpu": config["runtime"]["gpus"]}
+
+
+onstart:
+    dump_config(config, Path(CONFIG_FILE))
+
 STAGE = f"python -m rebel {{stage}} --config {CONFIG_FILE}"
 SFT_REF = f"{RUN}/sft/model.json"
 RM_REF = f"{RUN}/rm/model.json"

@@ -8,6 +8,8 @@ rule data:
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/data.log",
+    benchmark:
+        f"{BENCHMARKS}/data.tsv"
     conda:
         ENV
     shell:

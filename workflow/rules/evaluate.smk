@@ -1,5 +1,9 @@
+# The one evaluation rule (Table 1's numbers of a policy); the search and the η ablation derive theirs from it.
+
+
 rule evaluate:
-    """Test-set generation, reward-model score, judge winrate, and KL(π_T‖π_ref,T) on a draw at the training temperature (Table 1)."""
+    """Generation, reward-model score, judge winrate, and KL(π_T‖π_ref,T) on a draw at the training temperature
+    (Table 1: the test prompts)."""
     input:
         data=DATA_FILES,
         sft=SFT_REF,
@@ -12,20 +16,24 @@ rule evaluate:
     params:
         settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
         cmd=stage("evaluate"),
+        seed=lambda wc: wc.seed,
+        split="test",
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.evaluation),
-        # Not an output: one append-only reply cache per judge model, shared by every evaluate job of
-        # the run (each line written under a file lock); deleting it costs only repeated judge calls.
-        judge_cache=f"{RUN}/judge_cache",
+        judge_cache=JUDGE_CACHE,
     threads: config["runtime"]["threads"]
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/evaluate/{{algorithm}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{{algorithm}}_seed{{seed}}.tsv"
     conda:
         ENV
     shell:
         "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
-        " --policy {input.policy} --seed {wildcards.seed} --judge-cache {params.judge_cache} --out {params.out}"
-        " > {log} 2>&1"
+        " --policy {input.policy} --seed {params.seed} --split {params.split} --judge-cache {params.judge_cache}"
+        " --out {params.out} > {log} 2>&1"
 
 
 rule ceiling:
@@ -41,9 +49,13 @@ rule ceiling:
         cmd=stage("ceiling"),
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.evaluation),
-        judge_cache=f"{RUN}/judge_cache",
+        judge_cache=JUDGE_CACHE,
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/evaluate/ceiling_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/ceiling_seed{{seed}}.tsv"
     conda:
         ENV
     shell:

@@ -11,8 +11,12 @@ rule leaderboard:
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output[0]),
     threads: config["runtime"]["threads"]
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/leaderboard/{{algorithm}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/leaderboard/{{algorithm}}_seed{{seed}}.tsv"
     conda:
         ENV
     shell:

@@ -10,8 +10,12 @@ rule sft:
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output[0]),
     threads: workflow.cores
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/sft.log",
+    benchmark:
+        f"{BENCHMARKS}/sft.tsv"
     conda:
         ENV
     shell:
@@ -32,8 +36,12 @@ rule reward_model:
         data=lambda wc, input: os.path.dirname(input.data[0]),
         out=lambda wc, output: os.path.dirname(output.model),
     threads: workflow.cores
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/reward_model.log",
+    benchmark:
+        f"{BENCHMARKS}/reward_model.tsv"
     conda:
         ENV
     shell:

@@ -8,12 +8,12 @@ rule table1:
         ceiling=expand(f"{REPORT}/ceiling/seed{{seed}}/eval.json", seed=config["seeds"])
         if config["data"]["source"] == "synthetic" else [],
     output:
-        csv="tables/table1.csv",
+        csv=report("tables/table1.csv", caption="../report/table1.rst", category="Table 1"),
         md="tables/table1.md",
-        budget="tables/table1_budget.csv",
+        budget=report("tables/table1_budget.csv", caption="../report/budget.rst", category="Table 1"),
     params:
         cmd=stage("table1"),
-        results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats)),
+        results=REPORT,
     log:
         f"{LOGS}/table1.log",
     conda:

@@ -12,8 +12,6 @@ REPRO_REPORT = f"{REPORT_ROOT}/reproducibility/{KERNELS_B}/results/{config['name
 
 rule reproducibility_run:
     """Table 1 of this config run again, every stage under the CPU kernel path reproducibility.kernels."""
-    input:
-        config=CONFIG_FILE,
     output:
         table=f"{REPRO_DIR}/tables/table1.csv",
         evaluations=expand(f"{REPRO_DIR}/{RUN}/{{algorithm}}/seed{{seed}}/eval.json",
@@ -21,12 +19,18 @@ rule reproducibility_run:
     params:
         snakefile=workflow.main_snakefile,
         directory=lambda wc, output: str(Path(output.table).parents[1]),
-        configfile=lambda wc, input: os.path.abspath(input.config),
+        # This run's effective config (written when the run starts); its content reruns the job when it changes.
+        configfile=os.path.abspath(CONFIG_FILE),
+        settings=fingerprint(config),
         # The second run's own reproducibility.kernels names this run's path (the two must differ there too).
         overrides=f"runtime='{{cpu_kernels: {KERNELS_B}}}' reproducibility='{{kernels: {KERNELS_A}}}' render_from=",
     threads: workflow.cores
+    resources:
+        **HEAVY,
     log:
         f"{LOGS}/reproducibility_run.log",
+    benchmark:
+        f"{BENCHMARKS}/reproducibility_run.tsv"
     conda:
         ENV
     shell:
@@ -42,12 +46,12 @@ rule reproducibility:
         b=expand(f"{REPRO_REPORT}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]],
                  seed=config["seeds"]),
     output:
-        csv="tables/reproducibility.csv",
+        csv=report("tables/reproducibility.csv", caption="../report/reproducibility.rst", category="Reproducibility"),
         md="tables/reproducibility.md",
     params:
         cmd=stage("reproducibility"),
-        results_a=lambda wc, input: str(Path(input.a[0]).parents[2]),
-        results_b=lambda wc, input: str(Path(input.b[0]).parents[2]),
+        results_a=REPORT,
+        results_b=REPRO_REPORT,
         labels=f"--label-a {KERNELS_A} --label-b {KERNELS_B}",
     log:
         f"{LOGS}/reproducibility.log",

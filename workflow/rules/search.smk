@@ -1,20 +1,12 @@
 # The search: every algorithm gets the same learning-rate grid (search.lr, at the config's kl_coef),
 # then every online algorithm the same kl_coef grid (search.kl_coef, at its configured learning rate);
 # one run per point at search.seed (not a reported seed) with the reported runs' budget, judged on
-# validation prompts (eval/search.py).
-from eval.search import kl_sweep
-
+# validation prompts (eval/search.py). Each point is the train and evaluate rules with one setting changed.
 SEARCH = f"{RUN}/search"
 SEARCH_LRS = [f"{lr:g}" for lr in config["search"]["lr"]]
-SEARCH_KL_RUNS = [f"{REPORT}/search/{algorithm}/kl{kl:g}/eval.json" for algorithm, kl in kl_sweep(config)]
 
 
-rule search_train:
-    """One algorithm at one grid learning rate, through the shared online loop."""
-    input:
-        data=DATA_FILES,
-        sft=SFT_REF,
-        rm=RM_REF,
+use rule train as search_train with:
     output:
         policy=f"{SEARCH}/{{algorithm}}/lr{{lr}}/policy/model.json",
         run=f"{SEARCH}/{{algorithm}}/lr{{lr}}/run.json",
@@ -22,47 +14,15 @@ rule search_train:
         # The grid point replaces the learning rate, so neither policy.lr nor policy_overrides enter.
         settings=lambda wc: fingerprint([{k: v for k, v in config["policy"].items() if k != "lr"},
                                          config["algorithm_params"].get(wc.algorithm, {})]),
-        cmd=stage("train"),
         seed=config["search"]["seed"],
-        data=lambda wc, input: os.path.dirname(input.data[0]),
-        out=lambda wc, output: os.path.dirname(output.run),
-        point=lambda wc: f"--lr {wc.lr}",
-    threads: config["runtime"]["threads"]
+        point=lambda wc: f" --lr {wc.lr}",
     log:
         f"{LOGS}/search/{{algorithm}}_lr{{lr}}_train.log",
-    conda:
-        ENV
-    shell:
-        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
-        " --algorithm {wildcards.algorithm} --seed {params.seed} {params.point} --out {params.out} > {log} 2>&1"
+    benchmark:
+        f"{BENCHMARKS}/search/{{algorithm}}_lr{{lr}}_train.tsv"
 
 
-rule search_evaluate:
-    """The search run's judge winrate, RM score and KL on the validation prompts."""
-    input:
-        data=DATA_FILES,
-        sft=SFT_REF,
-        rm=RM_REF,
-        policy=f"{SEARCH}/{{algorithm}}/lr{{lr}}/policy/model.json",
-    output:
-        f"{SEARCH}/{{algorithm}}/lr{{lr}}/eval.json",
-    params:
-        settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
-        cmd=stage("evaluate"),
-        seed=config["search"]["seed"],
-        data=lambda wc, input: os.path.dirname(input.data[0]),
-        out=lambda wc, output: os.path.dirname(output[0]),
-    threads: config["runtime"]["threads"]
-    log:
-        f"{LOGS}/search/{{algorithm}}_lr{{lr}}_evaluate.log",
-    conda:
-        ENV
-    shell:
-        "{params.cmd} --threads {threads} --data {params.data} --sft {input.sft} --rm {input.rm}"
-        " --policy {input.policy} --seed {params.seed} --split val --out {params.out} > {log} 2>&1"
-
-
-use rule search_train as search_kl_train with:
+use rule train as search_kl_train with:
     output:
         policy=f"{SEARCH}/{{algorithm}}/kl{{kl}}/policy/model.json",
         run=f"{SEARCH}/{{algorithm}}/kl{{kl}}/run.json",
@@ -70,35 +30,55 @@ use rule search_train as search_kl_train with:
         # One online algorithm at one grid kl_coef γ (Eq. 22) and its configured learning rate.
         settings=lambda wc: fingerprint([{k: v for k, v in policy_settings(config, wc.algorithm)["policy"].items()
                                           if k != "kl_coef"}, config["algorithm_params"].get(wc.algorithm, {})]),
-        point=lambda wc: f"--kl-coef {wc.kl}",
+        seed=config["search"]["seed"],
+        point=lambda wc: f" --kl-coef {wc.kl}",
     log:
         f"{LOGS}/search/{{algorithm}}_kl{{kl}}_train.log",
+    benchmark:
+        f"{BENCHMARKS}/search/{{algorithm}}_kl{{kl}}_train.tsv"
 
 
-use rule search_evaluate as search_kl_evaluate with:
+use rule evaluate as search_evaluate with:
     input:
         data=DATA_FILES,
         sft=SFT_REF,
         rm=RM_REF,
-        policy=f"{SEARCH}/{{algorithm}}/kl{{kl}}/policy/model.json",
+        policy=f"{SEARCH}/{{algorithm}}/{{point}}/policy/model.json",
     output:
-        f"{SEARCH}/{{algorithm}}/kl{{kl}}/eval.json",
+        evaluation=f"{SEARCH}/{{algorithm}}/{{point}}/eval.json",
+        generations=f"{SEARCH}/{{algorithm}}/{{point}}/generations.jsonl",
+        kl_samples=f"{SEARCH}/{{algorithm}}/{{point}}/kl_samples.jsonl",
+    params:
+        seed=config["search"]["seed"],
+        split="val",
     log:
-        f"{LOGS}/search/{{algorithm}}_kl{{kl}}_evaluate.log",
+        f"{LOGS}/search/{{algorithm}}_{{point}}_evaluate.log",
+    benchmark:
+        f"{BENCHMARKS}/search/{{algorithm}}_{{point}}_evaluate.tsv"
+    wildcard_constraints:
+        point=r"(lr|kl)[0-9.e+-]+",
+
+
+def search_runs(wildcards):
+    """Every grid point's evaluation: the lr sweep of every algorithm, the kl_coef sweep of the online ones."""
+    from eval.search import kl_sweep  # loads the algorithm classes: only when the search is asked for
+
+    lr_runs = expand(f"{REPORT}/search/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"],
+                     lr=SEARCH_LRS)
+    return lr_runs + [f"{REPORT}/search/{algorithm}/kl{kl:g}/eval.json" for algorithm, kl in kl_sweep(config)]
 
 
 rule search_table:
     """Every grid point's validation numbers, the learning rate selected per algorithm and the kl_coef selected
     for all online algorithms."""
     input:
-        expand(f"{REPORT}/search/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"], lr=SEARCH_LRS),
-        SEARCH_KL_RUNS,
+        search_runs,
     output:
-        csv="tables/search.csv",
+        csv=report("tables/search.csv", caption="../report/search.rst", category="Search"),
         md="tables/search.md",
     params:
         cmd=stage("search-table"),
-        results=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(input[0]))),
+        results=f"{REPORT}/search",
     log:
         f"{LOGS}/search/table.log",
     conda:
