@@ -39,23 +39,17 @@ use rule evaluate as ablation_evaluate with:
         f"{BENCHMARKS}/ablation/eta{{eta}}_seed{{seed}}_evaluate.tsv"
 
 
-def ablation_runs(wildcards):
-    """The evaluation of every (η, seed): Table 1's REBEL runs at the config's own η, ablation runs else."""
-    from eval.ablation import run_dirs  # reads REBEL's default η: only when Table 6 is asked for
-
-    return [f"{folder}/eval.json" for folder in run_dirs(config, Path(REPORT)).values()]
-
-
 rule table6:
     """Table 6: winrate, RM score and KL per η over seeds, the paper's 2.8B numbers beside."""
     input:
-        ablation_runs,
+        stats=f"{REPORT}/data/stats.json",
+        runs=ablation_runs,
     output:
         csv=report("tables/table6.csv", caption="../report/table6.rst", category="Table 6 (η ablation)"),
         md="tables/table6.md",
     params:
         cmd=stage("table6"),
-        results=REPORT,
+        results=folder_above(2, "stats"),
     log:
         f"{LOGS}/table6.log",
     conda:

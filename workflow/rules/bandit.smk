@@ -36,7 +36,7 @@ rule bandit_report:
         pdf="figures/bandit.pdf",
     params:
         cmd=stage("bandit-report"),
-        results=f"{REPORT_ROOT}/bandit",
+        results=folder_above(2, "runs"),
     log:
         "results/bandit/logs/report.log",
     conda:

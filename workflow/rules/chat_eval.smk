@@ -66,7 +66,7 @@ rule table2:
         pdf="figures/fig7.pdf",
     params:
         cmd=stage("table2"),
-        results=REPORT,
+        results=folder_above(4, "alpaca"),
     log:
         f"{LOGS}/table2.log",
     conda:

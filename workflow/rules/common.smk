@@ -94,3 +94,36 @@ def policy_of(wildcards):
     if wildcards.algorithm == "sft":
         return SFT_REF
     return f"{RUN}/{wildcards.algorithm}/seed{wildcards.seed}/policy/model.json"
+
+def folder_above(levels, key=None):
+    """A params function: the folder ``levels`` above the first file of input ``key`` (of all inputs: None), so
+    that a rule names the result set it reads by its inputs."""
+
+    def folder(wildcards, input):
+        files = input if key is None else input[key]
+        return str(Path(files if isinstance(files, str) else files[0]).parents[levels - 1])
+
+    return folder
+
+
+def online():
+    """The config's online algorithms (not DPO, which is trained offline)."""
+    from eval.search import online_algorithms  # loads the algorithm classes: only when a job needs the list
+
+    return online_algorithms(config)
+
+
+def search_runs(wildcards):
+    """Every grid point's evaluation: the lr sweep of every algorithm, the kl_coef sweep of the online ones."""
+    from eval.search import kl_sweep  # loads the algorithm classes: only when the search is asked for
+
+    lr_runs = expand(f"{REPORT}/search/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"],
+                     lr=SEARCH_LRS)
+    return lr_runs + [f"{REPORT}/search/{algorithm}/kl{kl:g}/eval.json" for algorithm, kl in kl_sweep(config)]
+
+
+def ablation_runs(wildcards):
+    """The evaluation of every (η, seed): Table 1's REBEL runs at the config's own η, ablation runs else."""
+    from eval.ablation import run_dirs  # reads REBEL's default η: only when Table 6 is asked for
+
+    return [f"{folder}/eval.json" for folder in run_dirs(config, Path(REPORT)).values()]

@@ -2,13 +2,6 @@
 # read only small result files under REPORT (common.smk), never a policy.
 
 
-def online_algorithms():
-    """The config's online algorithms (not DPO, which is trained offline)."""
-    from eval.search import online_algorithms  # loads the algorithm classes: only when a figure is asked for
-
-    return online_algorithms(config)
-
-
 rule figure5:
     """Figure 5: RM score vs KL during training (2-std ellipses) and per KL bin of the final policy's test samples
     at the training temperature."""
@@ -20,7 +13,7 @@ rule figure5:
         pdf="figures/fig5.pdf",
     params:
         cmd=stage("figure5"),
-        results=REPORT,
+        results=folder_above(3),
         algorithms=" ".join(f"'{a}'" for a in config["figures"]["fig5"]),
     log:
         f"{LOGS}/figure5.log",
@@ -33,15 +26,15 @@ rule figure5:
 rule figure6:
     """Figure 6: the regression MSE of Eq. 1 per iteration, of every online algorithm that logs it (REBEL)."""
     input:
-        lambda wc: expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/metrics.jsonl", algorithm=online_algorithms(),
+        lambda wc: expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/metrics.jsonl", algorithm=online(),
                           seed=config["seeds"]),
     output:
         png=report("figures/fig6.png", caption="../report/fig6.rst", category="Figures 5 and 6"),
         pdf="figures/fig6.pdf",
     params:
         cmd=stage("figure6"),
-        results=REPORT,
-        algorithms=lambda wc: " ".join(f"'{a}'" for a in online_algorithms()),
+        results=folder_above(3),
+        algorithms=lambda wc: " ".join(f"'{a}'" for a in online()),
     log:
         f"{LOGS}/figure6.log",
     conda:
@@ -64,7 +57,7 @@ rule curves:
         csv="tables/curves.csv",
     params:
         cmd=stage("curves"),
-        results=REPORT,
+        results=folder_above(3),
         algorithms=" ".join(f"'{a}'" for a in config["algorithms"]),
     log:
         f"{LOGS}/curves.log",

@@ -13,7 +13,7 @@ rule table1:
         budget=report("tables/table1_budget.csv", caption="../report/budget.rst", category="Table 1"),
     params:
         cmd=stage("table1"),
-        results=REPORT,
+        results=folder_above(2, "stats"),
     log:
         f"{LOGS}/table1.log",
     conda:

@@ -50,8 +50,8 @@ rule reproducibility:
         md="tables/reproducibility.md",
     params:
         cmd=stage("reproducibility"),
-        results_a=REPORT,
-        results_b=REPRO_REPORT,
+        results_a=folder_above(3, "a"),
+        results_b=folder_above(3, "b"),
         labels=f"--label-a {KERNELS_A} --label-b {KERNELS_B}",
     log:
         f"{LOGS}/reproducibility.log",

@@ -59,15 +59,6 @@ use rule evaluate as search_evaluate with:
         point=r"(lr|kl)[0-9.e+-]+",
 
 
-def search_runs(wildcards):
-    """Every grid point's evaluation: the lr sweep of every algorithm, the kl_coef sweep of the online ones."""
-    from eval.search import kl_sweep  # loads the algorithm classes: only when the search is asked for
-
-    lr_runs = expand(f"{REPORT}/search/{{algorithm}}/lr{{lr}}/eval.json", algorithm=config["algorithms"],
-                     lr=SEARCH_LRS)
-    return lr_runs + [f"{REPORT}/search/{algorithm}/kl{kl:g}/eval.json" for algorithm, kl in kl_sweep(config)]
-
-
 rule search_table:
     """Every grid point's validation numbers, the learning rate selected per algorithm and the kl_coef selected
     for all online algorithms."""
@@ -78,7 +69,7 @@ rule search_table:
         md="tables/search.md",
     params:
         cmd=stage("search-table"),
-        results=f"{REPORT}/search",
+        results=folder_above(3),
     log:
         f"{LOGS}/search/table.log",
     conda:
