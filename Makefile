@@ -2,6 +2,7 @@
 #   make table1   set up .venv, then run the embedded pipeline: snakemake --cores all tables/table1.csv
 #   make reproducibility   Table 1 again under a second CPU kernel path, compared with the first run's
 #   make test     set up .venv, then run the test suite
+#   make lint     ruff (lint, format) and snakemake --lint
 #   make figures-from-cache   render every table and figure from the committed cache/, without training
 # On a GPU machine with its own CUDA torch, install into that environment instead:
 #   pip install -e '.[test]' && snakemake --cores all --configfile=workflow/configs/tldr-1.4b.yaml tables/table1.csv
@@ -38,7 +39,10 @@ figures-from-cache: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest
 
+# ruff (lint and format, settings in pyproject.toml) and Snakemake's own workflow lint.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --lint
 
 clean-results:

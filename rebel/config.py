@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +171,46 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     if not isinstance(parent, str) or not parent:
         raise ConfigError(f"{path}: key 'extends': expected the path of a config file, got {parent!r}")
     base = (path.parent / parent).resolve()
-    if base in _seen or base == path.resolve():
-        raise ConfigError(f"{path}: key 'extends': '{parent}' extends {path.name} again (a cycle)")
+    chain = (*_seen, path.resolve())
+    if base in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(base):], base))
+        raise ConfigError(f"{path}: key 'extends': '{parent}' makes a cycle ({cycle})")
     if not base.is_file():
         raise ConfigError(f"{path}: key 'extends': file '{base}' not found (relative to {path.parent})")
-    return merge(read_config_file(base, (*_seen, path.resolve())), config)
+    return merge(read_config_file(base, chain), config)
+
+
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _typed(value: str) -> Any:
+    """A ``--config key=value`` value as a config file would give it: Snakemake reads nested values as strings
+    (sft='{pretrained: null}' would pin the path 'null'), so they are read again as YAML, with 1e-3 a number as
+    in the configs (YAML 1.1 alone would keep it a string)."""
+
+    def numbers(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: numbers(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [numbers(v) for v in node]
+        return float(node) if isinstance(node, str) and _EXPONENT.fullmatch(node) else node
+
+    try:
+        return numbers(yaml.safe_load(value))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config value '{value}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def effective_config(files: list[str | Path] | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The config a Snakemake run uses, unvalidated: its ``--configfile`` files in order (the embedded default
+    when none), each with its ``extends`` resolved, updated by its ``--config key=value`` overrides."""
+    config: dict[str, Any] = {}
+    for path in files or [DEFAULT_CONFIG]:
+        config = merge(config, read_config_file(path))
+    for override in overrides or []:
+        key, _, value = override.partition("=")
+        config = merge(config, {key: _typed(value)})
+    return config
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:

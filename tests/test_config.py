@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebel.config import CONFIG_DIR, load_config, validate
+from rebel.config import CONFIG_DIR, effective_config, load_config, validate
 from rebel.errors import ConfigError
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -48,7 +48,12 @@ def test_default_config_is_embedded():
     (lambda c: c["policy"].update(iterations=0), "key 'policy.iterations': 0 is less than the minimum of 1"),
     (lambda c: c["policy"].pop("kl_coef"), "key 'policy' is missing 'kl_coef'"),
     (lambda c: c["data"].update(source="web"), "key 'data.source': 'web' is not one of ['synthetic', 'hub']"),
-    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4"),
+    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4"),
+    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rlo", "k": 8}}), "key 'variants.rloo_k8': variant 'rloo_k8' is based on unknown algorithm 'rlo'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo (or"),
+    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo_k4", "k": 8}}), "key 'variants.rloo_k8': variant 'rloo_k8' is based on the variant 'rloo_k4'; a variant's algorithm must be a built-in"),
+    (lambda c: c.update(variants={"rloo_k1": {"algorithm": "rloo", "k": 1}}), "key 'variants.rloo_k1': k must be >= 2"),
+    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo", "k": "8"}}), "key 'variants.rloo_k8.k': expected an integer, got '8'"),
+    (lambda c: c["algorithm_params"].update(rloo_k4={"k": 1}), "key 'algorithm_params.rloo_k4': k must be >= 2"),
     (lambda c: c["algorithm_params"].update(rebel={"eta": -1}), "key 'algorithm_params.rebel': eta must be > 0"),
     (lambda c: c["algorithm_params"].update(rebel={"beta": 1}), "key 'algorithm_params.rebel': unknown hyperparameter 'beta'"),
     (lambda c: c["algorithm_params"].update(sppo={}), "key 'algorithm_params.sppo' names an algorithm not in 'algorithms'"),
@@ -108,25 +113,26 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, smoke):
 
 
 def test_snakemake_config_overrides_apply_on_top_of_the_default(tmp_path):
-    """Without --configfile, --config values are merged into the embedded default, then validated."""
+    """Without --configfile, --config values are merged into the embedded default, then validated; a dry run
+    writes nothing (the effective config is written when a run starts)."""
     def dry_run(*override):
         return subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                                "--cores", "1", "-n", "--config", *override], capture_output=True, text=True)
 
     good = dry_run("name=embedded-renamed")
     assert good.returncode == 0, good.stderr
-    written = yaml.safe_load((tmp_path / "results" / "embedded-renamed" / "config.yaml").read_text())
-    assert written == {**load_config(None), "name": "embedded-renamed"}
+    assert not (tmp_path / "results").exists()
+    assert effective_config(None, ["name=embedded-renamed"]) == {**load_config(None), "name": "embedded-renamed"}
     bad = dry_run('policy={"temprature": 0.7}')
     assert bad.returncode != 0
     assert "config error: config: unknown key 'policy.temprature'" in bad.stderr
     # Nested values are typed as in a config file (Snakemake alone would pin the path 'null' and seed '1').
-    typed = dry_run("name=typed", "seeds=[1, 2]", "sft={pretrained: null}", "policy={lr: 1e-3}")
-    assert typed.returncode == 0, typed.stderr
-    written = yaml.safe_load((tmp_path / "results" / "typed" / "config.yaml").read_text())
-    assert written["seeds"] == [1, 2] and written["sft"]["pretrained"] is None
-    assert written["policy"]["lr"] == 1e-3
-    assert written["sft"]["epochs"] == load_config(None)["sft"]["epochs"]  # merged key by key
+    overrides = ["name=typed", "seeds=[1, 2]", "sft={pretrained: null}", "policy={lr: 1e-3}"]
+    assert dry_run(*overrides).returncode == 0
+    typed = effective_config(None, overrides)
+    assert typed["seeds"] == [1, 2] and typed["sft"]["pretrained"] is None
+    assert typed["policy"]["lr"] == 1e-3
+    assert typed["sft"]["epochs"] == load_config(None)["sft"]["epochs"]  # merged key by key
 
 
 def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
@@ -136,7 +142,7 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo_k2, rloo_k4 "
+        "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4 "
         "(or name one by import path 'module:Class')"]
     assert not (tmp_path / "out").exists()
 

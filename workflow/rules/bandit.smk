@@ -1,4 +1,6 @@
 # The exact-optimum testbed: a tabular bandit with a known KL-regularized optimum (rebel/bandit.py).
+import yaml
+
 BANDIT_CONFIG = str(CONFIG_DIR / "testbed" / "bandit.yaml")
 BANDIT_SETTINGS = yaml.safe_load(Path(BANDIT_CONFIG).read_text())
 

@@ -6,40 +6,12 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
-
-from rebel.config import CONFIG_DIR, DEFAULT_CONFIG, dump_config, fingerprint, merge, policy_settings, read_config_file, validate
+from rebel.config import CONFIG_DIR, dump_config, effective_config, fingerprint, policy_settings, validate
 from rebel.errors import ConfigError
 
-_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _typed(value):
-    """A --config value as a config file would give it: Snakemake reads nested values as strings
-    (sft='{pretrained: null}' would pin the path 'null'), so they are read again as YAML, with
-    1e-3 a number as in the configs (YAML 1.1 alone would keep it a string)."""
-    def numbers(node):
-        if isinstance(node, dict):
-            return {k: numbers(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [numbers(v) for v in node]
-        return float(node) if isinstance(node, str) and _EXPONENT.fullmatch(node) else node
-
-    try:
-        return numbers(yaml.safe_load(value))
-    except yaml.YAMLError as exc:
-        sys.exit(f"config error: --config value '{value}' is not valid YAML ({str(exc).splitlines()[0]})")
-
-
 try:
-    # The --configfile files in order (else the embedded default), each with its `extends` chain resolved,
-    # then the --config values.
-    _effective = {}
-    for _file in workflow.overwrite_configfiles or [DEFAULT_CONFIG]:
-        _effective = merge(_effective, read_config_file(_file))
-    for _arg in workflow.config_settings.config_args or []:
-        _key, _, _value = _arg.partition("=")
-        _effective = merge(_effective, {_key: _typed(_value)})
+    # The --configfile files (else the embedded default) with their `extends` resolved, then --config values.
+    _effective = effective_config(workflow.overwrite_configfiles, workflow.config_settings.config_args)
     config.clear()
     config.update(validate(_effective, "config", resolve=False))
 except ConfigError as exc:
