@@ -1,5 +1,6 @@
 rule table1:
-    """Table 1: winrate, RM score and KL per algorithm over seeds, paper numbers beside; the budget table."""
+    """Table 1: winrate, RM score and KL per algorithm over seeds, paper numbers beside; the budget table; a copy
+    of the effective config beside them."""
     input:
         evaluations=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
         runs=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/run.json", algorithm=config["algorithms"], seed=config["seeds"]),
@@ -11,8 +12,11 @@ rule table1:
         csv=report("tables/table1.csv", caption="../report/table1.rst", category="Table 1"),
         md="tables/table1.md",
         budget=report("tables/table1_budget.csv", caption="../report/budget.rst", category="Table 1"),
+        config=report("tables/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
+        settings=fingerprint(config),  # the table and its config copy follow every config change
         cmd=stage("table1"),
+        config=CONFIG_FILE,
         results=folder_above(2, "stats"),
     log:
         f"{LOGS}/table1.log",
@@ -20,4 +24,4 @@ rule table1:
         ENV
     shell:
         "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md}"
-        " --budget {output.budget} > {log} 2>&1"
+        " --budget {output.budget} > {log} 2>&1 && cp {params.config} {output.config}"
