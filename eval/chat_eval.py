@@ -1,4 +1,4 @@
-"""Pipeline stages of the chat evaluation (issue 4 items 3, 4, 6): the evaluation sets, and AlpacaEval 2.0
+"""Pipeline stages of the chat evaluation: the evaluation sets, and AlpacaEval 2.0
 plus MT-Bench of one policy, judged through an OpenAI-compatible endpoint (``chat_eval.judge``).
 
 ``chat_eval.judge.type``:

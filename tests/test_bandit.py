@@ -45,7 +45,7 @@ def test_rebel_reaches_the_optimum_and_iterative_dpo_does_not():
     cfg = dataclasses.replace(DEFAULT, seeds=(1,))
     rebel, idpo = run(cfg, "rebel", 1), run(cfg, "iterative_dpo", 1)
     assert rebel[0]["relative_gap"] == 1.0 and rebel[-1]["iteration"] == cfg.iterations
-    assert rebel[-1]["relative_gap"] < 1e-3  # issue 5: below 1e-3 of the starting gap
+    assert rebel[-1]["relative_gap"] < 1e-3  # below 1e-3 of the starting gap
     # Sign labels keep only the order of the rewards: iterative DPO's fixed point is not π*.
     assert idpo[-1]["relative_gap"] > 1e-3
     assert rebel[-1]["reward_queries"] == cfg.iterations * cfg.contexts_per_iteration * 2
@@ -94,7 +94,7 @@ def test_spo_rebel_approaches_the_minimax_winner_where_bradley_terry_cannot():
 
 
 def test_bandit_cli_runs_and_reports_the_preference_setting(tmp_path):
-    """Issue 12 (7): the testbed config with Appendix D's preference setting runs through
+    """The testbed config with Appendix D's preference setting runs through
     ``python -m rebel bandit`` (self-play records have no reward gap: it reports the duality gap)
     and through the report (table and figure of duality gaps)."""
     settings = yaml.safe_load((CONFIG_DIR / "testbed" / "bandit.yaml").read_text())

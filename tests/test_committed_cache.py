@@ -1,4 +1,4 @@
-"""The committed cache/ renders every embedded table and figure on a fresh clone without training (issue 6)."""
+"""The committed cache/ renders every embedded table and figure on a fresh clone without training."""
 
 import os
 import re

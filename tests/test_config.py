@@ -32,7 +32,7 @@ def test_expected_configs_are_shipped():
 
 @pytest.mark.parametrize("size", ["1.4b", "2.8b", "6.9b"])
 def test_paper_configs_sample_at_the_reference_codes_temperature(size):
-    """Issue 12 (8): the paper's numbers come from the authors' code, which samples at 0.7
+    """The paper's numbers come from the authors' code, which samples at 0.7
     (appendix H.1.5 lists 0.1); log-probs are taken at T, so T also scales η and γ."""
     assert load_config(CONFIG_DIR / f"tldr-{size}.yaml")["policy"]["temperature"] == 0.7
 
@@ -147,7 +147,7 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# Issue 12 (10): bad configs that got through. Each case is rejected in one line naming the key and what is
+# Bad configs that the schema alone lets through. Each case is rejected in one line naming the key and what is
 # allowed, before any work starts, by validate(), by `python -m rebel` and by `snakemake -n --configfile=F`.
 STILL_GOT_THROUGH = {
     "lr_nan": (lambda c: c["policy"].update(lr=float("nan")), "key 'policy.lr': expected a finite number, got nan"),

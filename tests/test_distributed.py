@@ -4,7 +4,7 @@ The multi-process test launches this file under ``torch.distributed.run`` (2 CPU
 gloo): each process runs the shared loop's :func:`rebel.loop.run_iteration` on its shard of a
 fixed rollout whose shards have very different response lengths, and the trainable weights
 after each iteration must equal those of one process on the whole batch. That covers what is
-global (issue 12): PPO's critic trained through DDP (``rebel.models.TokenValueModel``), its
+global: PPO's critic trained through DDP (``rebel.models.TokenValueModel``), its
 advantage whitening over all processes' tokens, its token-mean losses over the global minibatch
 (also with ``runtime.update_micro_batch_prompts``), and REINFORCE's moving-average baseline.
 """
@@ -84,14 +84,14 @@ def train(case: str, micro: int | None = None, resume_in: Path | None = None) ->
     from accelerate import Accelerator
 
     from rebel import checkpoint
-    from rebel.algorithms import resolve_algorithm
+    from rebel.algorithms import build_algorithm
     from rebel.checkpoint import trainable_state
     from rebel.loop import _reduce, build_run, run_iteration
 
     name, lora, _, iterations = CASES[case]
     accelerator = Accelerator(cpu=True)
     world, rank = accelerator.num_processes, accelerator.process_index
-    algorithm = resolve_algorithm(name).from_config({})
+    algorithm = build_algorithm(name, {})
 
     def build():
         torch.manual_seed(0)

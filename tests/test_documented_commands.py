@@ -1,4 +1,4 @@
-"""Every shell command of README.md and docs/*.md works as written (issue 12, item 9).
+"""Every shell command of README.md and docs/*.md works as written.
 
 Commands are read from fenced code blocks marked bash, sh, shell or console, or unmarked: one
 command a line, backslash continuations joined, comments skipped; in a block with ``$ `` prompts
