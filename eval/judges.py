@@ -5,7 +5,8 @@ GPT-4 judge of appendix H.1.6 does; ``None`` marks an answer that could not be p
 which is counted and reported rather than replaced by a coin flip.
 
 The H.1.6 format has no tie: on equal gold quality the gold judge answers "A" (one
-decision function, :func:`gold_preference`, shared with the loopback server's grader).
+decision function, :func:`gold_preference`, shared with the loopback server's grader
+:func:`tldr_gold_grader`). The prompt and its parsers live in the leaf :mod:`eval.judge_prompts`.
 Callers show the two summaries in a per-example random order, so in expectation a tie
 is a fair coin flip. A judge that can tell a tie (the gold judge) says so through
 :meth:`Judge.ties`, so that a winrate counts ties as half and its interval does not take
@@ -17,55 +18,31 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
 from eval.judge_client import ChatClient, Endpoint
+from eval.judge_prompts import (
+    JUDGE_MAX_TOKENS,
+    TLDR_JUDGE_PROMPT,
+    Preference,
+    parse_preference,
+    parse_tldr_prompt,
+    tldr_judge_messages,
+)
+from eval.judge_server import GraderReply, LoopbackJudgeServer
 from rebel import data as D
 from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
 
-Preference = Literal["A", "B"] | None
-
-TLDR_JUDGE_PROMPT = (
-    "Which of the following summaries does a better job of summarizing the most important points in the given "
-    "forum post, without including unimportant or irrelevant details? Judge based on accuracy, coverage, and "
-    "coherence.\n\n"
-    "### Post:\n{post}\n\n"
-    "### Summary A:\n{summary_a}\n\n"
-    "### Summary B:\n{summary_b}\n\n"
-    "### Instructions:\n"
-    "FIRST provide a one-sentence comparison of the two summaries, explaining which you prefer and why. SECOND, on "
-    "a new line, state only \"A\" or \"B\" to indicate your choice. Your response should use the format:\n"
-    "Comparison: <one-sentence comparison and explanation>\n"
-    "Preferred: <\"A\" or \"B\">")
-"""The winrate prompt of paper appendix H.1.6 (GPT-4 judge, gpt-4-0613), word for word; the PDF's
-line breaks are the original's paragraphs and its curly quotes straight ones, as in Rafailov et al. (2023)."""
-
-JUDGE_MAX_TOKENS = 128
-"""Reply length limit: H.1.6 asks for one sentence and one line (the paper's example reply is 33 words)."""
-
-_PREFERRED = re.compile(r"Preferred:\s*([AB])")
-
-
-def tldr_judge_messages(post: str, summary_a: str, summary_b: str) -> list[dict[str, str]]:
-    """The H.1.6 prompt as one user message."""
-    return [{"role": "user", "content": TLDR_JUDGE_PROMPT.format(post=post, summary_a=summary_a,
-                                                                 summary_b=summary_b)}]
-
-
-def parse_preference(text: str | None) -> Preference:
-    """Strict parse of an H.1.6 reply: its last non-empty line is exactly ``Preferred: A`` or
-    ``Preferred: B`` (spaces around allowed) and no other line starts with ``Preferred:``; else None."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not lines or sum(line.startswith("Preferred:") for line in lines) != 1:
-        return None
-    match = _PREFERRED.fullmatch(lines[-1])
-    return match.group(1) if match else None  # type: ignore[return-value]
+__all__ = ["JUDGE_MAX_TOKENS", "LOOPBACK_ENDPOINT", "TLDR_JUDGE_PROMPT", "GoldJudge", "Judge", "OpenAIJudge",
+           "Preference", "cache_file", "gold_preference", "gold_sample_monitor", "make_judge", "parse_preference",
+           "parse_tldr_prompt", "preference_oracle", "tldr_gold_grader", "tldr_judge_messages"]
 
 
 def gold_preference(post: str, summary_a: str, summary_b: str) -> Literal["A", "B"]:
@@ -91,7 +68,7 @@ class Judge(ABC):
         """Calls, cache hits, retries, failures, tokens and estimated cost so far (API judges only)."""
         return None
 
-    def __enter__(self) -> "Judge":
+    def __enter__(self) -> Judge:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -119,15 +96,13 @@ class OpenAIJudge(Judge):
     """The H.1.6 judge on an OpenAI-compatible endpoint, through :class:`eval.judge_client.ChatClient`
     (bounded retries and concurrency, disk cache); replies parsed by :func:`parse_preference`.
 
-    With ``loopback=True`` the judge starts :class:`eval.judge_server.LoopbackJudgeServer` (the
-    gold grader) on an ephemeral port for its lifetime and points the endpoint at it.
+    With ``loopback=True`` the judge starts :class:`eval.judge_server.LoopbackJudgeServer` (with
+    :func:`tldr_gold_grader`) on an ephemeral port for its lifetime and points the endpoint at it.
     """
 
     def __init__(self, endpoint: Endpoint, cache_path: Path, *, loopback: bool = False):
         self._stack = ExitStack()
         if loopback:
-            from eval.judge_server import LoopbackJudgeServer, tldr_gold_grader
-
             server = self._stack.enter_context(LoopbackJudgeServer([tldr_gold_grader]))
             endpoint = replace(endpoint, base_url=server.base_url)
         self.name = endpoint.model
@@ -150,6 +125,27 @@ LOOPBACK_ENDPOINT = Endpoint(base_url="http://127.0.0.1/v1", model="embedded-gol
                              max_retries=3, concurrency=4, backoff_s=0.05, backoff_max_s=1.0)
 """The gold judge behind the loopback server (``eval.judge: {type: gold, via_server: true}``); the
 base URL is replaced by the server's ephemeral port."""
+
+
+def tldr_gold_grader(request: dict) -> GraderReply | None:
+    """The TL;DR judge of appendix H.1.6 backed by the embedded gold quality, a grader of the
+    loopback server (:class:`eval.judge_server.LoopbackJudgeServer`).
+
+    Answers ``Comparison: <one sentence>`` / ``Preferred: A|B`` with the same decision as
+    :class:`GoldJudge` (:func:`gold_preference`: equal quality is "A"), so a winrate judged
+    through the server equals the one judged directly.
+    """
+    messages = request.get("messages") or [None]
+    content = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+    parsed = parse_tldr_prompt(content) if isinstance(content, str) else None
+    if parsed is None:
+        return None
+    post, a, b = parsed
+    preferred = gold_preference(post, a, b)
+    qa, qb = task.gold_quality(post, a), task.gold_quality(post, b)
+    return GraderReply(f"Comparison: Summary {preferred} covers the post's important points at least as well, "
+                       f"with fewer irrelevant or invented details (gold quality {qa:.2f} vs {qb:.2f}).\n"
+                       f"Preferred: {preferred}")
 
 
 def cache_file(cache_dir: Path, model: str) -> Path:

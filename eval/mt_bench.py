@@ -32,7 +32,7 @@ import numpy as np
 
 from eval.chat_data import MT_BENCH_CATEGORIES, NEED_REF_CATS
 from eval.judge_client import ChatClient
-from rebel.config import REPO_ROOT
+from rebel.paths import REPO_ROOT
 from rebel.errors import HarnessError
 
 JUDGE_PROMPTS = REPO_ROOT / "workflow" / "resources" / "mt_bench" / "judge_prompts_single.jsonl"

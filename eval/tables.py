@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from eval import aggregate
-from rebel.algorithms import resolve_algorithm
-from rebel.config import REPO_ROOT
+from rebel.algorithms import build_algorithm
+from rebel.paths import REPO_ROOT
 from rebel.errors import HarnessError
 from rebel.loop import COUNTERS
 
@@ -28,10 +28,12 @@ class UnfairComparison(HarnessError):
     """Runs of one seed that did not see the same prompts in the same order."""
 
 
-def display_name(algorithm: str) -> str:
+def display_name(algorithm: str, config: dict[str, Any] | None = None) -> str:
+    """The algorithm's label (it may depend on its parameters: "RLOO (k=4)"), else its name. Built with
+    ``config``'s variants and parameters when given, else the registry's (built-in variants only)."""
     if algorithm == "sft":
         return "SFT"
-    return resolve_algorithm(algorithm).label or algorithm
+    return build_algorithm(algorithm, config or {}).label or algorithm
 
 
 def paper_numbers(setting: dict[str, str] | None, table: str = "table1") -> pd.DataFrame:

@@ -38,13 +38,20 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rebel.config import load_config
 from rebel.errors import ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    import torch
+
+# Each stage's code is imported by its handler (:data:`STAGES`) and torch by :func:`_run_stage`, when a
+# stage runs: importing this module needs neither. (The parser reads the benchmark stage's shapes and
+# default algorithms from rebel.benchmark, which still imports torch at its top.)
 
 
 def positive_float(text: str) -> float:
@@ -113,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     stage("bandit", "bandit-config", "out").add_argument("--algorithm", required=True)
     stage("bandit-report", "bandit-config", "results", "csv", "md", "png")
     from rebel.benchmark import FIGURE2_ALGORITHMS, SHAPES
-    from rebel.config import CONFIG_DIR
+    from rebel.paths import CONFIG_DIR
 
     p = stage("benchmark", "out")
     p.set_defaults(config=CONFIG_DIR / "tldr-2.8b.yaml")  # Figure 2's setting: appendix H.1.5 at 2.8B
@@ -150,143 +157,222 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stage(args: argparse.Namespace, cfg: dict) -> None:
-    torch.set_num_threads(args.threads or cfg["runtime"]["threads"])
+    """Set the stage's CPU threads and device, then run the stage's handler (:data:`STAGES`)."""
+    import torch
+
     from rebel.models import resolve_device
 
+    torch.set_num_threads(args.threads or cfg["runtime"]["threads"])
     device = resolve_device(cfg["runtime"]["device"])
-    if args.stage == "data":
-        from rebel.data import prepare_data
+    STAGES[args.stage](args, cfg, device)
 
-        prepare_data(cfg, args.out)
-    elif args.stage == "sft":
-        from rebel.supervised import train_sft
 
-        train_sft(cfg, args.data, args.out, device)
-    elif args.stage == "reward-model":
-        from rebel.supervised import train_reward_model
+def _data(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.data import prepare_data
 
-        train_reward_model(cfg, args.data, args.sft, args.out, device)
-    elif args.stage == "train":
-        from eval.evaluate import CurveEvaluator
-        from eval.judges import gold_sample_monitor, make_judge, preference_oracle
-        from rebel.loop import train_online
+    prepare_data(cfg, args.out)
 
-        from rebel.algorithms import resolve_algorithm
 
-        monitor = gold_sample_monitor if cfg["data"]["source"] == "synthetic" else None
-        if args.lr is not None:
-            overrides = cfg["policy_overrides"].get(args.algorithm, {})
-            cfg = cfg | {"policy_overrides": cfg["policy_overrides"] | {args.algorithm: overrides | {"lr": args.lr}}}
-        if args.kl_coef is not None:
-            cfg = cfg | {"policy": cfg["policy"] | {"kl_coef": args.kl_coef}}
-        if args.algorithm_param:
-            cfg = _with_algorithm_params(cfg, args.algorithm, args.algorithm_param)
-        algorithm = resolve_algorithm(args.algorithm).from_config(cfg["algorithm_params"].get(args.algorithm, {}))
-        # Only self-play asks the judge during training (an API judge needs its key only then).
-        with (make_judge(cfg, args.judge_cache or args.out / "judge_cache") if algorithm.self_play
-              else nullcontext()) as judge:
-            curve = None if cfg["eval"]["curve"]["every"] is None else CurveEvaluator(
-                cfg, args.data, args.rm, device, seed=args.seed)
-            train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                         out=args.out, monitor=monitor, preference=preference_oracle(judge) if judge else None,
-                         curve=curve)
-    elif args.stage == "evaluate":
-        from eval.evaluate import evaluate_policy
-        from eval.judges import make_judge
+def _sft(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.supervised import train_sft
 
-        with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
-            evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                            judge=judge, out=args.out, split=args.split)
-    elif args.stage == "ceiling":
-        from eval.evaluate import evaluate_ceiling
-        from eval.judges import make_judge
+    train_sft(cfg, args.data, args.out, device)
 
-        with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
-            evaluate_ceiling(cfg, seed=args.seed, data_dir=args.data, rm_ref=args.rm, judge=judge, out=args.out)
-    elif args.stage == "leaderboard":
-        from eval.leaderboard import evaluate_leaderboard
 
-        evaluate_leaderboard(cfg, args.policy, args.data, args.out, device)
-    elif args.stage == "bandit":
-        from rebel.bandit import BanditConfig, write_runs
+def _reward_model(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.supervised import train_reward_model
 
-        write_runs(BanditConfig.load(args.bandit_config), args.algorithm, args.out)
-    elif args.stage == "bandit-report":
-        from eval.bandit_report import write_bandit_report
-        from rebel.bandit import BanditConfig
+    train_reward_model(cfg, args.data, args.sft, args.out, device)
 
-        bandit = BanditConfig.load(args.bandit_config)
-        write_bandit_report(args.results, list(bandit.algorithms), list(bandit.seeds), args.csv, args.md, args.png)
-    elif args.stage == "search-table":
-        from eval.search import write_search_table
 
-        write_search_table(cfg, args.results, args.csv, args.md)
-    elif args.stage == "table6":
-        from eval.ablation import write_table6
+def _train(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.evaluate import CurveEvaluator
+    from eval.judges import gold_sample_monitor, make_judge, preference_oracle
+    from rebel.algorithms import build_algorithm
+    from rebel.loop import train_online
 
-        write_table6(cfg, args.results, args.csv, args.md)
-    elif args.stage == "reproducibility":
-        from eval.reproducibility import write_reproducibility
+    monitor = gold_sample_monitor if cfg["data"]["source"] == "synthetic" else None
+    if args.lr is not None:
+        overrides = cfg["policy_overrides"].get(args.algorithm, {})
+        cfg = cfg | {"policy_overrides": cfg["policy_overrides"] | {args.algorithm: overrides | {"lr": args.lr}}}
+    if args.kl_coef is not None:
+        cfg = cfg | {"policy": cfg["policy"] | {"kl_coef": args.kl_coef}}
+    if args.algorithm_param:
+        cfg = _with_algorithm_params(cfg, args.algorithm, args.algorithm_param)
+    algorithm = build_algorithm(args.algorithm, cfg)  # a named variant with its parameters
+    # Only self-play asks the judge during training (an API judge needs its key only then).
+    with (make_judge(cfg, args.judge_cache or args.out / "judge_cache") if algorithm.self_play
+          else nullcontext()) as judge:
+        curve = None if cfg["eval"]["curve"]["every"] is None else CurveEvaluator(
+            cfg, args.data, args.rm, device, seed=args.seed)
+        train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
+                     out=args.out, monitor=monitor, preference=preference_oracle(judge) if judge else None,
+                     curve=curve)
 
-        write_reproducibility(cfg, args.results_a, args.results_b, args.label_a, args.label_b, args.csv, args.md)
-    elif args.stage in ("figure5", "figure6"):
-        from eval import figures
 
-        getattr(figures, args.stage)(cfg, args.results, args.algorithms, args.png)
-    elif args.stage == "curves":
-        from eval.curves import write_curves
+def _evaluate(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.evaluate import evaluate_policy
+    from eval.judges import make_judge
 
-        write_curves(cfg, args.results, args.algorithms, args.png, args.csv)
-    elif args.stage == "benchmark":
-        from rebel.benchmark import run_benchmark
+    with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
+        evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
+                        judge=judge, out=args.out, split=args.split)
 
-        run_benchmark(cfg, args.shape, args.algorithms, args.out, warmup=args.warmup, iterations=args.iterations,
-                      repeats=args.repeats, prompts=args.prompts, threads=args.threads, config_name=str(args.config),
-                      append=args.append)
-    elif args.stage == "figure2":
-        from eval.benchmark_report import write_figure2
 
-        write_figure2(args.benchmarks, args.png, args.csv, args.md)
-    elif args.stage == "export-cache":
-        from rebel.cache import export_cache
+def _ceiling(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.evaluate import evaluate_ceiling
+    from eval.judges import make_judge
 
-        print(f"copied {len(export_cache(args.results, args.out))} files to {args.out}")
-    elif args.stage == "mt-bench-setup":
-        from eval.mt_bench import FASTCHAT_CACHE, download_fastchat
+    with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
+        evaluate_ceiling(cfg, seed=args.seed, data_dir=args.data, rm_ref=args.rm, judge=judge, out=args.out)
 
-        download_fastchat(FASTCHAT_CACHE, cfg["chat_eval"]["mt_bench"]["fastchat_commit"])
-    elif args.stage == "chat-sets":
-        from eval.chat_eval import write_chat_sets
-        from eval.mt_bench import FASTCHAT_CACHE
 
-        write_chat_sets(cfg, args.data, args.out, FASTCHAT_CACHE)
-    elif args.stage == "chat-eval":
-        from eval.chat_eval import evaluate_chat
+def _leaderboard(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.leaderboard import evaluate_leaderboard
 
-        evaluate_chat(cfg, args.policy, seed=args.seed, name=args.name, data_dir=args.data, sets_dir=args.sets,
-                      out=args.out)
-    elif args.stage == "table2":
-        from eval.table2 import write_table2
+    evaluate_leaderboard(cfg, args.policy, args.data, args.out, device)
 
-        write_table2(cfg, args.results, args.csv, args.md, args.mt_bench_csv, args.png)
-    elif args.stage == "table1":
-        from eval.tables import write_table1
 
-        def files(algorithms: list[str], name: str) -> dict:
-            return {(a, seed): args.results / a / f"seed{seed}" / name for a in algorithms for seed in cfg["seeds"]}
+def _bandit(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.bandit import BanditConfig, write_runs
 
-        ceiling = ({seed: args.results / "ceiling" / f"seed{seed}" / "eval.json" for seed in cfg["seeds"]}
-                   if cfg["data"]["source"] == "synthetic" else None)
-        write_table1(cfg, files(["sft", *cfg["algorithms"]], "eval.json"), files(cfg["algorithms"], "run.json"),
-                     args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
-                     args.csv, args.md, args.budget, ceiling)
+    write_runs(BanditConfig.load(args.bandit_config), args.algorithm, args.out)
+
+
+def _bandit_report(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.bandit_report import write_bandit_report
+    from rebel.bandit import BanditConfig
+
+    bandit = BanditConfig.load(args.bandit_config)
+    write_bandit_report(args.results, list(bandit.algorithms), list(bandit.seeds), args.csv, args.md, args.png)
+
+
+def _search_table(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.search import write_search_table
+
+    write_search_table(cfg, args.results, args.csv, args.md)
+
+
+def _table6(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.ablation import write_table6
+
+    write_table6(cfg, args.results, args.csv, args.md)
+
+
+def _reproducibility(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.reproducibility import write_reproducibility
+
+    write_reproducibility(cfg, args.results_a, args.results_b, args.label_a, args.label_b, args.csv, args.md)
+
+
+def _figure(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    """``figure5`` and ``figure6``: the function of :mod:`eval.figures` named like the stage."""
+    from eval import figures
+
+    getattr(figures, args.stage)(cfg, args.results, args.algorithms, args.png)
+
+
+def _curves(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.curves import write_curves
+
+    write_curves(cfg, args.results, args.algorithms, args.png, args.csv)
+
+
+def _benchmark(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.benchmark import run_benchmark
+
+    run_benchmark(cfg, args.shape, args.algorithms, args.out, warmup=args.warmup, iterations=args.iterations,
+                  repeats=args.repeats, prompts=args.prompts, threads=args.threads, config_name=str(args.config),
+                  append=args.append)
+
+
+def _figure2(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.benchmark_report import write_figure2
+
+    write_figure2(args.benchmarks, args.png, args.csv, args.md)
+
+
+def _export_cache(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.cache import export_cache
+
+    print(f"copied {len(export_cache(args.results, args.out))} files to {args.out}")
+
+
+def _mt_bench_setup(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.mt_bench import FASTCHAT_CACHE, download_fastchat
+
+    download_fastchat(FASTCHAT_CACHE, cfg["chat_eval"]["mt_bench"]["fastchat_commit"])
+
+
+def _chat_sets(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.chat_eval import write_chat_sets
+    from eval.mt_bench import FASTCHAT_CACHE
+
+    write_chat_sets(cfg, args.data, args.out, FASTCHAT_CACHE)
+
+
+def _chat_eval(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.chat_eval import evaluate_chat
+
+    evaluate_chat(cfg, args.policy, seed=args.seed, name=args.name, data_dir=args.data, sets_dir=args.sets,
+                  out=args.out)
+
+
+def _table2(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.table2 import write_table2
+
+    write_table2(cfg, args.results, args.csv, args.md, args.mt_bench_csv, args.png)
+
+
+def _table1(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.tables import write_table1
+
+    def files(algorithms: list[str], name: str) -> dict:
+        return {(a, seed): args.results / a / f"seed{seed}" / name for a in algorithms for seed in cfg["seeds"]}
+
+    ceiling = ({seed: args.results / "ceiling" / f"seed{seed}" / "eval.json" for seed in cfg["seeds"]}
+               if cfg["data"]["source"] == "synthetic" else None)
+    write_table1(cfg, files(["sft", *cfg["algorithms"]], "eval.json"), files(cfg["algorithms"], "run.json"),
+                 args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
+                 args.csv, args.md, args.budget, ceiling)
+
+
+Handler = Callable[[argparse.Namespace, dict, "torch.device"], None]
+
+STAGES: dict[str, Handler] = {
+    "data": _data,
+    "sft": _sft,
+    "reward-model": _reward_model,
+    "train": _train,
+    "evaluate": _evaluate,
+    "ceiling": _ceiling,
+    "leaderboard": _leaderboard,
+    "bandit": _bandit,
+    "bandit-report": _bandit_report,
+    "search-table": _search_table,
+    "table6": _table6,
+    "reproducibility": _reproducibility,
+    "figure5": _figure,
+    "figure6": _figure,
+    "curves": _curves,
+    "benchmark": _benchmark,
+    "figure2": _figure2,
+    "export-cache": _export_cache,
+    "mt-bench-setup": _mt_bench_setup,
+    "chat-sets": _chat_sets,
+    "chat-eval": _chat_eval,
+    "table2": _table2,
+    "table1": _table1,
+}
+"""The dispatch table: stage name (as on the command line, :func:`_parser`) -> its handler, called
+with the parsed arguments, the validated config and the resolved device."""
 
 
 def _with_algorithm_params(cfg: dict, algorithm: str, assignments: list[str]) -> dict:
     """``cfg`` with ``algorithm_params.<algorithm>`` updated by ``KEY=VALUE`` pairs (values read as YAML)."""
     import yaml
 
-    from rebel.algorithms import resolve_algorithm
+    from rebel.algorithms import build_algorithm
 
     params = dict(cfg["algorithm_params"].get(algorithm, {}))
     for assignment in assignments:
@@ -296,10 +382,11 @@ def _with_algorithm_params(cfg: dict, algorithm: str, assignments: list[str]) ->
         params[key] = yaml.safe_load(value)
     from rebel.algorithms.base import ParamTypeError
 
+    updated = cfg | {"algorithm_params": cfg["algorithm_params"] | {algorithm: params}}
     try:
-        resolve_algorithm(algorithm).from_config(params)
+        build_algorithm(algorithm, updated)
     except ParamTypeError as exc:
         raise ConfigError(f"--algorithm-param {exc.field} for '{algorithm}': {exc.message}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--algorithm-param for '{algorithm}': {exc}") from None
-    return cfg | {"algorithm_params": cfg["algorithm_params"] | {algorithm: params}}
+    return updated

@@ -12,11 +12,8 @@ import jsonschema
 import yaml
 
 from rebel.errors import ConfigError
+from rebel.paths import CONFIG_DIR, DEFAULT_CONFIG, SCHEMA_PATH
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-CONFIG_DIR = REPO_ROOT / "workflow" / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:

@@ -65,7 +65,7 @@ def pin_from_argv(argv: list[str]) -> str | None:
     here (the CLI then reports the config error in one line)."""
     import yaml
 
-    from rebel.config import DEFAULT_CONFIG
+    from rebel.paths import DEFAULT_CONFIG
 
     config_path = DEFAULT_CONFIG
     for i, arg in enumerate(argv):

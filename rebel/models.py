@@ -25,6 +25,7 @@ from transformers import (AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM,
                           GPTNeoXForSequenceClassification, PreTrainedModel)
 
 from rebel.errors import HarnessError
+from rebel.paths import REPO_ROOT
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -53,8 +54,6 @@ def absolute_ref(ref: dict[str, Any]) -> dict[str, Any]:
         return ref
     path = Path(ref["path"])
     if not path.is_absolute() and not path.exists():
-        from rebel.config import REPO_ROOT
-
         path = REPO_ROOT / path
     return {"path": str(path.resolve())}
 

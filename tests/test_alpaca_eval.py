@@ -10,12 +10,12 @@ import yaml
 from eval.alpaca import run_alpaca_eval
 from eval.chat_graders import CHAT_GRADERS
 from eval.judge_client import ChatClient, Endpoint
-from eval.judge_server import FaultPlan, LoopbackJudgeServer
 from rebel import synthetic_tldr as task
 from rebel.config import validate
 from rebel.errors import ConfigError
 
 from conftest import SMOKE
+from fault_injection import FaultPlan, FaultyJudgeServer as LoopbackJudgeServer  # faults=None: the plain server
 
 
 def _instructions(n=12, seed=0):

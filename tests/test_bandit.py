@@ -13,7 +13,7 @@ from conftest import REPO, snakemake
 from rebel import models as M
 from rebel.bandit import BanditConfig, Problem, TabularPolicy, bradley_terry_policy, run
 from rebel.cli import main
-from rebel.config import CONFIG_DIR
+from rebel.paths import CONFIG_DIR
 from rebel.errors import ConfigError
 
 DEFAULT = BanditConfig.load(CONFIG_DIR / "testbed" / "bandit.yaml")

@@ -8,7 +8,8 @@ import torch
 from eval.benchmark_report import paper_winrates, write_figure2
 from rebel.benchmark import FIGURE2_ALGORITHMS, run_benchmark, shape_config
 from rebel.cli import main
-from rebel.config import CONFIG_DIR, load_config
+from rebel.config import load_config
+from rebel.paths import CONFIG_DIR
 from rebel.errors import HarnessError
 from rebel.generation import HFGenerationBackend, sample_responses
 from rebel.profiling import phase, profile_summary
@@ -166,7 +167,7 @@ def test_update_micro_batches_accumulate_the_minibatch_gradient(policy, tokenize
     from transformers import get_scheduler
 
     from rebel import models as M
-    from rebel.algorithms import resolve_algorithm
+    from rebel.algorithms import build_algorithm
     from rebel.loop import update
     from rebel.rollout import Rollout
 
@@ -180,7 +181,7 @@ def test_update_micro_batches_accumulate_the_minibatch_gradient(policy, tokenize
     rollout = Rollout(prompt_ids=prompt_ids, prompt_mask=ones_p, response_ids=response_ids, response_mask=ones_r,
                       has_eos=torch.ones(n * k, dtype=torch.bool), logprobs=logprobs, ref_logprobs=logprobs,
                       scores=rewards, rewards=rewards, token_rewards=torch.zeros(n * k, r), samples_per_prompt=k)
-    algorithm = resolve_algorithm("rebel").from_config({"eta": 1.0})
+    algorithm = build_algorithm("rebel", {"algorithm_params": {"rebel": {"eta": 1.0}}})
     after = []
     for micro in (None, 1):
         model = copy.deepcopy(policy)

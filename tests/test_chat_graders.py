@@ -5,7 +5,7 @@ import math
 import pytest
 
 from eval.chat_graders import alpaca_grader, alpaca_judgment, gold_rating, mt_bench_grader, mt_bench_judgment
-from eval.judge_server import tldr_gold_grader
+from eval.judges import tldr_gold_grader
 from eval.mt_bench import judge_messages, load_judge_prompts
 from rebel import synthetic_tldr as task
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebel.config import CONFIG_DIR, effective_config, load_config, validate
+from rebel.config import effective_config, load_config, validate
+from rebel.paths import CONFIG_DIR
 from rebel.errors import ConfigError
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))

@@ -12,12 +12,13 @@ import pytest
 
 from eval.evaluate import tie_aware_winrate, wilson_interval, winrate
 from eval.judge_client import ChatClient, Endpoint, FatalEndpointError, ReplyCache, _retry_after
-from eval.judge_server import FaultPlan, GraderReply, LoopbackJudgeServer, tldr_gold_grader
-from eval.judges import GoldJudge, OpenAIJudge, make_judge, parse_preference, tldr_judge_messages
+from eval.judge_server import GraderReply, LoopbackJudgeServer
+from eval.judges import GoldJudge, OpenAIJudge, make_judge, parse_preference, tldr_gold_grader, tldr_judge_messages
 from rebel import synthetic_tldr as task
 from rebel.errors import ConfigError
 
 from conftest import REPO
+from fault_injection import FaultPlan, FaultyJudgeServer
 
 
 def _examples(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
@@ -85,7 +86,7 @@ def test_thirty_percent_faults_every_judgment_completes_exactly_once(tmp_path):
     with LoopbackJudgeServer([tldr_gold_grader]) as clean:
         expected = ChatClient(_endpoint(clean), tmp_path / "clean.jsonl").complete(conversations, max_tokens=64)
     faults = FaultPlan(seed=3, rate_429=0.1, rate_500=0.1, rate_timeout=0.1, delay_s=2.0, retry_after_s=0.01)
-    with LoopbackJudgeServer([tldr_gold_grader], faults=faults) as server:
+    with FaultyJudgeServer([tldr_gold_grader], faults=faults) as server:
         client = ChatClient(_endpoint(server, timeout_s=1.0), tmp_path / "faulty.jsonl")
         replies = client.complete(conversations, max_tokens=64)
     assert [r.text for r in replies] == [r.text for r in expected]
@@ -182,7 +183,7 @@ def test_malformed_replies_are_parse_failures_never_wins(tmp_path):
     prompts, references, candidates = _examples(60, seed=1)
     direct = winrate(GoldJudge(), prompts, candidates, references, seed=5)
     faults = FaultPlan(seed=2, rate_malformed=0.2, rate_invalid_json=0.1)
-    with LoopbackJudgeServer([tldr_gold_grader], faults=faults) as server:
+    with FaultyJudgeServer([tldr_gold_grader], faults=faults) as server:
         judge = OpenAIJudge(_endpoint(server, max_retries=1), tmp_path / "cache.jsonl")
         judged = winrate(judge, prompts, candidates, references, seed=5)
     broken = server.faults_injected["malformed"] + server.faults_injected["invalid_json"] // 2  # 2 attempts each
@@ -199,7 +200,7 @@ def test_malformed_replies_are_parse_failures_never_wins(tmp_path):
 
 def test_retries_are_bounded_and_failures_not_cached(tmp_path):
     always = FaultPlan(rate_500=1.0, max_faults_per_request=10**9)
-    with LoopbackJudgeServer([tldr_gold_grader], faults=always) as server:
+    with FaultyJudgeServer([tldr_gold_grader], faults=always) as server:
         client = ChatClient(_endpoint(server, max_retries=4), tmp_path / "cache.jsonl")
         replies = client.complete(_conversations(3), max_tokens=64)
         assert server.requests_total == 3 * 5
@@ -240,7 +241,7 @@ def test_api_key_is_sent_but_never_logged_or_written(tmp_path, monkeypatch, capl
     secret = "sk-test-" + "".join(random.Random().choices("abcdefghijklmnopqrstuvwxyz0123456789", k=40))
     monkeypatch.setenv("REBEL_TEST_JUDGE_KEY", secret)
     caplog.set_level("DEBUG")
-    with LoopbackJudgeServer([tldr_gold_grader], faults=FaultPlan(rate_429=0.3), api_key=secret) as server:
+    with FaultyJudgeServer([tldr_gold_grader], faults=FaultPlan(rate_429=0.3), api_key=secret) as server:
         client = ChatClient(_endpoint(server, api_key_env="REBEL_TEST_JUDGE_KEY"), tmp_path / "cache.jsonl")
         assert all(r.text for r in client.complete(_conversations(10), max_tokens=64))
         monkeypatch.setenv("REBEL_TEST_JUDGE_KEY", secret[::-1])  # a wrong key: 401 stops the run in one line

@@ -14,9 +14,11 @@ import yaml
 from conftest import REPO, SMOKE
 from eval.evaluate import evaluate_policy
 from eval.judge_client import ChatClient, Endpoint, FatalEndpointError, ReplyCache
-from eval.judge_server import FaultPlan, GraderReply, LoopbackJudgeServer, parse_tldr_prompt, tldr_gold_grader
+from eval.judge_prompts import parse_tldr_prompt
+from eval.judge_server import Exchange, GraderReply, LoopbackJudgeServer, Response
 from eval.judges import (GoldJudge, Judge, OpenAIJudge, gold_preference, make_judge, parse_preference,
-                         preference_oracle, tldr_judge_messages)
+                         preference_oracle, tldr_gold_grader, tldr_judge_messages)
+from fault_injection import FaultPlan, FaultyJudgeServer
 from rebel import data as D
 from rebel import synthetic_tldr as task
 from rebel.config import load_config
@@ -92,6 +94,33 @@ def test_server_returns_logprobs_counts_requests_and_refuses_unknown_prompts(tmp
             client.complete([[{"role": "user", "content": "What is the capital of France?"}]], max_tokens=5)
 
 
+def test_an_interceptor_sees_each_attempt_and_decides_what_is_sent_and_counted(tmp_path):
+    """The runtime server has no fault injection of its own (that is tests/fault_injection.py): an
+    interceptor wraps its answer, and only answers marked ``answered`` count as successes."""
+    import eval.judge_server as judge_server
+
+    assert not hasattr(judge_server, "FaultPlan")
+    seen = []
+
+    def first_attempt_fails(exchange: Exchange, answer) -> Response:
+        seen.append((exchange.request_hash, exchange.attempt, exchange.request["model"]))
+        if exchange.attempt == 0:
+            return Response.error(503, "warming up", "server_error")
+        return answer()
+
+    with LoopbackJudgeServer([tldr_gold_grader], intercept=first_attempt_fails) as server:
+        client = ChatClient(_endpoint(server), tmp_path / "cache.jsonl")
+        rng = random.Random(3)
+        post = task.make_post(rng)
+        prompt = task.format_prompt(post.subreddit, post.title, post.body)
+        reply, = client.complete([tldr_judge_messages(prompt, task.human_summary(post, rng), "no idea")],
+                                 max_tokens=8)
+    assert parse_preference(reply.text) == "A" and client.usage.retries == 1
+    (request_hash, _, _), _ = seen
+    assert [(a, m) for _, a, m in seen] == [(0, "embedded-gold"), (1, "embedded-gold")]
+    assert server.requests_by_hash == {request_hash: 2} and server.successes_by_hash == {request_hash: 1}
+
+
 @pytest.mark.slow
 def test_embedded_winrate_through_the_server_equals_the_direct_one(smoke_run, tmp_path):
     """Table 1's winrate for a trained smoke policy: the gold judge called directly, the gold judge
@@ -125,7 +154,7 @@ def test_embedded_winrate_through_the_server_equals_the_direct_one(smoke_run, tm
 
     secret = "sk-test-" + "".join(random.Random().choices("abcdefghijklmnopqrstuvwxyz0123456789", k=40))
     faults = FaultPlan(seed=1, rate_429=0.1, rate_500=0.1, rate_timeout=0.1, delay_s=4.0)
-    with LoopbackJudgeServer([tldr_gold_grader], faults=faults, api_key=secret) as server:
+    with FaultyJudgeServer([tldr_gold_grader], faults=faults, api_key=secret) as server:
         openai_cfg = copy.deepcopy(cfg)
         openai_cfg["eval"]["judge"] = {
             "type": "openai", "model": "gold-over-http", "base_url": server.base_url,

@@ -18,7 +18,8 @@ from rebel import data as D
 from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.cli import main
-from rebel.config import CONFIG_DIR, validate
+from rebel.config import validate
+from rebel.paths import CONFIG_DIR
 
 pytestmark = pytest.mark.slow
 

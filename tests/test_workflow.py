@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebel.config import CONFIG_DIR, load_config, read_config_file
+from rebel.config import load_config, read_config_file
+from rebel.paths import CONFIG_DIR
 from rebel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

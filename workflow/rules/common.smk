@@ -6,8 +6,9 @@ import re
 import sys
 from pathlib import Path
 
-from rebel.config import CONFIG_DIR, dump_config, effective_config, fingerprint, policy_settings, validate
+from rebel.config import dump_config, effective_config, fingerprint, policy_settings, validate
 from rebel.errors import ConfigError
+from rebel.paths import CONFIG_DIR
 
 try:
     # The --configfile files (else the embedded default) with their `extends` resolved, then --config values.
