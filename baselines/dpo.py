@@ -12,7 +12,7 @@ DPO never samples, so its log-probs (policy and reference) are taken at temperat
 reference implementation, whatever ``policy.temperature`` the online algorithms sample at
 (:func:`rebel.loop.logprob_temperature`).
 
-:func:`preference_loss` is shared with iterative DPO (:mod:`baselines.iterative_dpo`),
+The loss (:func:`rebel.rl_math.preference_loss`) is shared with iterative DPO (:mod:`baselines.iterative_dpo`),
 which labels pairs by reward and anchors at π_t instead of π_ref.
 """
 
@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from rebel.algorithms.base import Algorithm
+from rebel.rl_math import preference_loss
 from rebel.rollout import Rollout
+from rebel.sources import PreferencePairs
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,9 @@ class DPOParams:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
-def preference_loss(logratio: torch.Tensor, rewards: torch.Tensor,
-                    beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean DPO loss and preference accuracy of ``[pairs, 2]`` log-ratios, each pair labelled by
-    ``sgn(r(y) − r(y'))``; a pair of equal rewards carries no preference (loss log 2)."""
-    sign = torch.sign(rewards[:, 0] - rewards[:, 1])
-    margin = sign * beta * (logratio[:, 0] - logratio[:, 1])
-    return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
-
-
 class DPO(Algorithm):
     samples_per_prompt = 2
-    offline = True
+    source = PreferencePairs
     Params = DPOParams
     label = "DPO"
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines.dpo import preference_loss
 from rebel.algorithms.base import Algorithm
+from rebel.rl_math import preference_loss
 from rebel.rollout import Rollout
 
 

@@ -17,7 +17,7 @@ rollout's tokens, of all processes. The loss on a minibatch, averaged over its r
 with ρ = πθ/π_t per token, ε = ε_v = 0.2, c_v = 0.1 (appendix H.1.5), 4 passes per batch.
 
 What is global under several processes (each holding a shard of the rollout): the whitening's
-mean and variance are over every process's tokens (:func:`rebel.distributed.global_sum`), and
+mean and variance are over every process's tokens (:func:`rebel.rl_math.masked_whiten`), and
 the token mean of the loss is over the global minibatch's tokens (``Rollout.token_mean`` with the
 loop's ``token_normalizer``), so the update is the single-process one on the same global batch,
 whatever the shards' response lengths or ``runtime.update_micro_batch_prompts``. The critic is
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import torch
 
 from rebel.algorithms.base import Algorithm
-from rebel.distributed import global_sum
+from rebel.rl_math import gae, masked_whiten
 from rebel.rollout import Rollout
+from rebel.sources import ValueModel
 
 
 @dataclass(frozen=True)
@@ -59,39 +60,9 @@ class PPOParams:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit (Bessel-corrected) variance over the masked entries; zero elsewhere.
-
-    Mean and variance are global: over the masked entries of all processes (two all-reduces
-    under torch.distributed), as one process whitening the whole rollout (Huang et al. 2024).
-    """
-    count = global_sum(mask.sum())
-    mean = global_sum((values * mask).sum()) / count
-    var = global_sum(((values - mean) ** 2 * mask).sum()) / (count - 1)
-    return (values - mean) * torch.rsqrt(var + eps) * mask
-
-
-def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advantages and returns ``[N, R]`` by generalized advantage estimation; zero outside ``mask``.
-
-    Responses are right-padded, so the value after a response's last token is the padding's 0.
-    """
-    token_rewards, values = token_rewards * mask, values * mask
-    advantages = torch.zeros_like(values)
-    running = torch.zeros_like(values[:, 0])
-    for t in reversed(range(values.shape[1])):
-        next_value = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
-        delta = token_rewards[:, t] + gamma * next_value - values[:, t]
-        running = delta + gamma * lam * running
-        advantages[:, t] = running
-    advantages = advantages * mask
-    return advantages, (advantages + values) * mask
-
-
 class PPO(Algorithm):
     samples_per_prompt = 1
-    needs_value_model = True
+    value_model = ValueModel
     Params = PPOParams
     label = "PPO"
 
@@ -107,10 +78,11 @@ class PPO(Algorithm):
         p, mask = self.params, batch.response_mask.float()
         ratio = torch.exp((logprobs - batch.logprobs) * mask)
         # Token means over the global minibatch (batch.token_normalizer; this batch's tokens when unset).
-        policy_loss = batch.token_mean(torch.maximum(-batch.advantages * ratio,
-                                                     -batch.advantages * ratio.clamp(1 - p.clip_range, 1 + p.clip_range)))
+        policy_loss = batch.token_mean(torch.maximum(
+            -batch.advantages * ratio, -batch.advantages * ratio.clamp(1 - p.clip_range, 1 + p.clip_range)))
         clipped = batch.values + (values - batch.values).clamp(-p.value_clip_range, p.value_clip_range)
-        value_loss = 0.5 * batch.token_mean(torch.maximum((values - batch.returns) ** 2, (clipped - batch.returns) ** 2))
+        value_loss = 0.5 * batch.token_mean(torch.maximum((values - batch.returns) ** 2,
+                                                          (clipped - batch.returns) ** 2))
         stats = {"policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
                  "clip_fraction": batch.token_mean(((ratio - 1).abs() > p.clip_range).float())}
         return policy_loss + p.vf_coef * value_loss, stats

@@ -3,7 +3,7 @@
 One sample per prompt (appendix H.1.5: one update pass per batch, kl coefficient 0.05 in
 the shared loop). The advantage is ``A = r − b`` with the shared loop's KL-shaped sequence
 reward r (Eq. 22), and the loss is the sequence-level importance-weighted, ratio-clipped
-score-function loss of :func:`clipped_sequence_loss`. The baseline b is an
+score-function loss of :func:`rebel.rl_math.clipped_sequence_loss`. The baseline b is an
 exponential moving average of the mean batch reward, ``b ← α b + (1 − α) mean(r)``,
 updated after each iteration from the mean over all processes, and starts at 0: the
 reward model is normalized so that reference summaries score 0 on average.
@@ -17,26 +17,8 @@ from typing import Any
 import torch
 
 from rebel.algorithms.base import Algorithm
+from rebel.rl_math import clipped_sequence_loss
 from rebel.rollout import Rollout
-
-
-def clipped_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                          clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mean max(−A ρ, −A clip(ρ, 1 ± ε))`` with the sequence ratio ``ρ = πθ(y|x) / π_t(y|x)``, and the
-    fraction of clipped ratios.
-
-    One pass over a rollout is several optimizer steps (``minibatch_prompts`` < ``prompts_per_iteration``),
-    so from the second minibatch on the samples come from an older policy π_t. The plain REINFORCE loss
-    ``−A log πθ(y|x)`` would then be the gradient of no objective of πθ; the importance weight ρ corrects
-    for the change, and the clip bounds the step, as TRL's RLOOTrainer does with its one sequence-level
-    action ("REINFORCE is PPO with one epoch and one minibatch"). This keeps REINFORCE and RLOO on the
-    same optimizer-step budget as the other algorithms instead of one step per rollout. On the first
-    minibatch ρ = 1 and the gradient is exactly the on-policy ``−A ∇ log πθ(y|x)``.
-    ``logprobs`` are the current per-token log-probs ``[n, R]``, ``old_logprobs`` those at rollout.
-    """
-    ratio = torch.exp(logprobs.sum(-1) - old_logprobs.sum(-1))
-    losses = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
-    return losses.mean(), ((ratio - 1).abs() > clip_range).float().mean()
 
 
 @dataclass(frozen=True)
@@ -44,7 +26,8 @@ class REINFORCEParams:
     baseline_decay: float = 0.9
     """α of the moving-average baseline (Ahmadian et al. 2024 do not state theirs)."""
     clip_range: float = 0.2
-    """ε of the sequence-ratio clip of :func:`clipped_sequence_loss` (TRL's RLOO ``cliprange`` default)."""
+    """ε of the sequence-ratio clip of :func:`rebel.rl_math.clipped_sequence_loss` (TRL's RLOO ``cliprange``
+    default)."""
     epochs_per_iteration: int = 1
     """Update passes per batch (appendix H.1.5 lists none for REINFORCE: one pass)."""
 

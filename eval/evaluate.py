@@ -37,6 +37,7 @@ from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
 from rebel.generation import BACKENDS, sample_responses
 from rebel.loop import micro_batches, score_batches
+from rebel.rl_math import kl_k1, sequence_logratio
 
 
 def test_subset(rows: list[dict[str, Any]], n: int, seed: int, key: str | None = None,
@@ -215,10 +216,10 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
 
     def logratio(chunks: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
         """Sequence log π_T(y|x) − log π_ref,T(y|x) at the training temperature."""
-        logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks).sum(-1)
+        logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks)
         with reference.model() as ref_model:
-            return logp - score_batches(lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature),
-                                        chunks).sum(-1)
+            return sequence_logratio(logp, score_batches(
+                lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature), chunks))
 
     p_ids, p_mask, r_ids, r_mask, has_eos = sample_eval_responses(
         cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=cfg["data"]["response_length"], device=device)
@@ -231,8 +232,8 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
     kl_chunks = micro_batches(batch, *kl_draw[:4])
     kl = logratio(kl_chunks)
     kl_scores = penalized_rm_scores(cfg, reward_model, kl_chunks, kl_draw[4])
-    result = {"seed": seed, "split": split, **result, "kl": kl.mean().item(),
-              "kl_se": (kl.std() / math.sqrt(len(kl))).item() if len(kl) > 1 else float("nan"),
+    kl_mean, kl_se = kl_k1(kl)
+    result = {"seed": seed, "split": split, **result, "kl": kl_mean, "kl_se": kl_se,
               "kl_estimator": f"k1 on y ~ pi_T, T = {temperature} (policy.temperature), one per prompt",
               "greedy_logratio": greedy.mean().item(),
               "response_tokens": r_mask.sum(-1).float().mean().item(), "kernels": kernels.active(

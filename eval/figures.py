@@ -112,7 +112,7 @@ def figure5(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
     """Figure 5 from ``<results>/<algorithm>/seed<S>/{metrics.jsonl,kl_samples.jsonl}``; writes PNG and PDF."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     for algorithm in algorithms:
-        color, label = _color(cfg, algorithm), display_name(algorithm)
+        color, label = _color(cfg, algorithm), display_name(algorithm, cfg)
         folders = [results / algorithm / f"seed{seed}" for seed in cfg["seeds"]]
         points = pooled_training_points([read_jsonl(f / "metrics.jsonl", ("kl", "rm_score", "kl_var", "rm_score_var",
                                                                               "kl_rm_score_cov")) for f in folders])
@@ -158,7 +158,7 @@ def figure6(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
                            "(REBEL does); Figure 6 has nothing to plot")
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for algorithm, frames in runs.items():
-        color, label = _color(cfg, algorithm), display_name(algorithm)
+        color, label = _color(cfg, algorithm), display_name(algorithm, cfg)
         for frame in frames:
             ax.plot(frame.iteration + 1, frame.regression_mse, color=color, alpha=0.25, lw=0.8)
         mean = pd.concat(frames).groupby("iteration").regression_mse.mean()

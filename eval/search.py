@@ -32,7 +32,7 @@ COLUMNS = ("split", "winrate", "rm_score", "kl", "gold_quality", "eos_rate")
 
 
 def online_algorithms(cfg: dict[str, Any]) -> list[str]:
-    return [a for a in cfg["algorithms"] if not resolve_algorithm(a).offline]
+    return [a for a in cfg["algorithms"] if not resolve_algorithm(a, cfg.get("variants")).offline]
 
 
 def kl_sweep(cfg: dict[str, Any]) -> list[tuple[str, float]]:
@@ -56,7 +56,7 @@ def _read(folder: Path) -> dict[str, Any]:
 def search_table(cfg: dict[str, Any], results: Path) -> pd.DataFrame:
     """One row per grid point (``sweep`` lr or kl_coef) with its validation numbers and a ``selected`` flag."""
     kl_config = cfg["policy"]["kl_coef"]
-    records = [{"sweep": "lr", "algorithm": algorithm, "label": display_name(algorithm), "lr": lr, "kl_coef": kl_config,
+    records = [{"sweep": "lr", "algorithm": algorithm, "label": display_name(algorithm, cfg), "lr": lr, "kl_coef": kl_config,
                 **_read(results / algorithm / f"lr{lr:g}")}
                for algorithm in cfg["algorithms"] for lr in cfg["search"]["lr"]]
     swept = set(kl_sweep(cfg))
@@ -64,7 +64,7 @@ def search_table(cfg: dict[str, Any], results: Path) -> pd.DataFrame:
         lr = policy_settings(cfg, algorithm)["policy"]["lr"]
         for kl in cfg["search"]["kl_coef"]:
             folder = results / algorithm / (f"kl{kl:g}" if (algorithm, kl) in swept else f"lr{lr:g}")
-            records.append({"sweep": "kl_coef", "algorithm": algorithm, "label": display_name(algorithm), "lr": lr,
+            records.append({"sweep": "kl_coef", "algorithm": algorithm, "label": display_name(algorithm, cfg), "lr": lr,
                             "kl_coef": kl, **_read(folder)})
     df = pd.DataFrame(records)
     lrs = df[df.sweep == "lr"]

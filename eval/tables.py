@@ -57,12 +57,12 @@ def table1(cfg: dict[str, Any], evals: dict[tuple[str, int], Path],
     """One row per algorithm (SFT first, then the config's order, then the task's ceiling when given):
     mean, std (ddof=1) and n over seeds; the winrate's IQM over seeds with its 95% stratified-bootstrap
     CI and each algorithm's probability of improvement over REBEL (rliable, :mod:`eval.aggregate`)."""
-    records = [{"algorithm": display_name(algo), "seed": seed, **json.loads(path.read_text())}
+    records = [{"algorithm": display_name(algo, cfg), "seed": seed, **json.loads(path.read_text())}
                for (algo, seed), path in evals.items()]
     records += [{"algorithm": CEILING, "seed": seed, **json.loads(path.read_text())}
                 for seed, path in (ceiling or {}).items()]
     df = pd.DataFrame(records)
-    order = [display_name(a) for a in ["sft", *cfg["algorithms"]]] + ([CEILING] if ceiling else [])
+    order = [display_name(a, cfg) for a in ["sft", *cfg["algorithms"]]] + ([CEILING] if ceiling else [])
     grouped = df.groupby("algorithm", sort=False)
     out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": order})
     out["n_seeds"] = out.algorithm.map(grouped.size())
@@ -165,11 +165,11 @@ def _by_length(runs: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]
 
 def budget_table(cfg: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> pd.DataFrame:
     """What each algorithm consumed, mean over seeds: prompts, generations, tokens, reward-model calls, steps."""
-    records = [{"algorithm": display_name(algo), "seed": seed, "data": run["data"], "lr": run["lr"],
+    records = [{"algorithm": display_name(algo, cfg), "seed": seed, "data": run["data"], "lr": run["lr"],
                 "iterations": run["iterations"], "samples_per_prompt": run["samples_per_prompt"], **run["counters"]}
                for (algo, seed), run in runs.items()]
     grouped = pd.DataFrame(records).groupby("algorithm", sort=False)
-    out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": [display_name(a) for a in cfg["algorithms"]]})
+    out = pd.DataFrame({"model_size": cfg["model_size"], "algorithm": [display_name(a, cfg) for a in cfg["algorithms"]]})
     out["n_seeds"] = out.algorithm.map(grouped.size())
     for column in ("data", "lr", "iterations", "samples_per_prompt"):
         out[column] = out.algorithm.map(grouped[column].first())

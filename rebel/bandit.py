@@ -11,7 +11,7 @@ and, for any π, J(π*) − J(π) = β E_x KL(π(·|x) ‖ π*(·|x)) (tested).
 
 The registered algorithms run unchanged through the shared loop's code: their losses,
 ``prepare`` and ``observe``, :func:`rebel.loop.update` (minibatches, passes, optimizer),
-:func:`rebel.loop.shaped_token_rewards` and :func:`rebel.models.response_logprobs`. Only
+:func:`rebel.rl_math.shaped_token_rewards` and :func:`rebel.models.response_logprobs`. Only
 the policy and the sampler differ: the policy is a logit table called like a causal
 language model (the prompt is one context token, the response one response token), the
 critic a value table called like the reward-model backbone, and responses are drawn from
@@ -33,9 +33,10 @@ from accelerate import Accelerator
 from transformers import get_scheduler
 
 from rebel import models as M
-from rebel.algorithms import resolve_algorithm
+from rebel.algorithms import build_algorithm, resolve_algorithm
 from rebel.errors import ConfigError
-from rebel.loop import prompt_schedule, shaped_token_rewards, update
+from rebel.loop import prompt_schedule, update
+from rebel.rl_math import shaped_token_rewards
 from rebel.rollout import Rollout
 
 
@@ -79,7 +80,7 @@ class BanditConfig:
             if algorithm.offline:
                 raise ConfigError(f"key 'algorithms': '{name}' is offline and needs a preference data set")
             try:
-                algorithm.from_config(self.algorithm_params.get(name, {}))
+                build_algorithm(name, {"algorithm_params": self.algorithm_params})
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"key 'algorithm_params.{name}': {exc}") from None
         if self.preference_strength is not None and (self.responses != 3 or not 0 < self.preference_strength <= 1):
@@ -182,7 +183,7 @@ class TabularCritic(torch.nn.Module):
 def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, float]]:
     """Train one algorithm for one seed; one record per iteration (and one before training)."""
     problem = Problem.make(cfg)
-    algorithm = resolve_algorithm(algorithm_name).from_config(cfg.algorithm_params.get(algorithm_name, {}))
+    algorithm = build_algorithm(algorithm_name, {"algorithm_params": cfg.algorithm_params})
     loop_cfg = {"policy": {"minibatch_prompts": cfg.minibatch_contexts, "temperature": 1.0,
                            "epochs_per_iteration": cfg.epochs_per_iteration},
                 "runtime": {"update_micro_batch_prompts": None}}

@@ -153,7 +153,7 @@ def measure(cfg: dict[str, Any], shape_name: str, algorithm_name: str, warmup: i
     from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
     from rebel import models as M
-    from rebel.algorithms import resolve_algorithm
+    from rebel.algorithms import build_algorithm
     from rebel.generation import HFGenerationBackend
     from rebel.loop import build_run, epochs_of, run_iteration
     from rebel.profiling import peak_rss_mib, profile_summary
@@ -162,7 +162,7 @@ def measure(cfg: dict[str, Any], shape_name: str, algorithm_name: str, warmup: i
     cfg = policy_settings(cfg, algorithm_name)
     device = M.resolve_device(cfg["runtime"]["device"])
     accelerator = Accelerator(cpu=device.type == "cpu")
-    algorithm = resolve_algorithm(algorithm_name).from_config(cfg["algorithm_params"].get(algorithm_name, {}))
+    algorithm = build_algorithm(algorithm_name, cfg)
     if algorithm.self_play:
         raise HarnessError(f"algorithm '{algorithm_name}' in self-play mode needs a judge; the benchmark has none")
     shape = SHAPES[shape_name]
@@ -228,7 +228,7 @@ def run_benchmark(cfg: dict[str, Any], shape_name: str, algorithms: list[str], o
     cfg = shape_config(cfg, shape_name, prompts)
     shape = SHAPES[shape_name]
     for name in algorithms:
-        resolve_algorithm(name)  # an unknown name fails here, in one line
+        resolve_algorithm(name, cfg.get("variants"))  # an unknown name fails here, in one line
     try:
         device = resolve_device(cfg["runtime"]["device"])
     except RuntimeError as exc:

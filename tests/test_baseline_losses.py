@@ -1,27 +1,23 @@
-"""Baseline losses and the shared reward shaping against hand-computed values (DPO, iterative DPO, REINFORCE, RLOO, PPO)."""
+"""Baseline losses against hand-computed values (DPO, iterative DPO, REINFORCE, RLOO, PPO), and RLOO's k variants.
+
+The shared maths they use (advantages, GAE, whitening, the clipped sequence loss, the preference loss,
+the reward shaping) is tested once, in ``test_rl_math.py``."""
 
 import dataclasses
 import math
 
 import pytest
 import torch
+from test_rebel_loss import make_rollout
 
 from baselines.dpo import DPO
 from baselines.iterative_dpo import IterativeDPO, IterativeDPOParams
-from baselines.ppo import PPO, PPOParams, gae, masked_whiten
+from baselines.ppo import PPO, PPOParams
 from baselines.reinforce import REINFORCE, REINFORCEParams
-from baselines.rloo import RLOO, RLOOk4, RLOOParams, leave_one_out_advantages
-from rebel.loop import shaped_token_rewards
-from test_rebel_loss import make_rollout
-
-
-def test_leave_one_out_advantages_by_hand():
-    rewards = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 0.0, 4.0]])
-    # prompt 0: sum 12; others' means 11/3, 10/3, 9/3, 6/3.  prompt 1: 4/3, 4/3, 4/3, 0.
-    expected = torch.tensor([[1 - 11 / 3, 2 - 10 / 3, 0.0, 4.0], [-4 / 3, -4 / 3, -4 / 3, 4.0]])
-    torch.testing.assert_close(leave_one_out_advantages(rewards), expected)
-    # k = 2: each sample's baseline is the other sample's reward.
-    torch.testing.assert_close(leave_one_out_advantages(torch.tensor([[1.0, 0.25]])), torch.tensor([[0.75, -0.75]]))
+from baselines.rloo import RLOO, RLOOParams
+from rebel.algorithms import build_algorithm, resolve_algorithm
+from rebel.registry import AlgorithmNotFound, algorithm_spec
+from rebel.rl_math import leave_one_out_advantages
 
 
 def test_rloo_loss_and_gradient_by_hand():
@@ -56,11 +52,52 @@ def test_off_policy_samples_are_importance_weighted_and_clipped_by_hand():
 
 
 def test_rloo_k_and_passes():
-    assert RLOO.from_config({}).samples_per_prompt == 2
-    assert RLOOk4.from_config({}).samples_per_prompt == 4
+    assert RLOO.from_config({}).samples_per_prompt == 2 and RLOO.from_config({}).label == "RLOO (k=2)"
+    rloo_k4 = RLOO.from_config({"k": 4})
+    assert rloo_k4.samples_per_prompt == 4 and rloo_k4.label == "RLOO (k=4)"
     assert RLOO.from_config({}).epochs_per_iteration == 1  # appendix H.1.5: one pass
     with pytest.raises(ValueError, match="epochs_per_iteration must be >= 1"):
         RLOO.from_config({"epochs_per_iteration": 0})
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        RLOO.from_config({"k": 1})
+
+
+def test_rloo_variants_of_the_registry():
+    """``rloo_k2`` and ``rloo_k4`` are RLOO with k fixed (appendix H.1.5: K = 2 or 4); a config's variants
+    come first, ``algorithm_params`` apply over a variant's own, and names resolve without an import."""
+    assert algorithm_spec("rloo_k4") == ("baselines.rloo:RLOO", {"k": 4})
+    assert algorithm_spec("rebel") == ("rebel.algorithms.rebel:REBEL", {})
+    assert algorithm_spec("my.module:Thing") == ("my.module:Thing", {})  # not imported
+    assert resolve_algorithm("rloo_k4") is RLOO
+    for name, k in (("rloo", 2), ("rloo_k2", 2), ("rloo_k4", 4)):
+        algorithm = build_algorithm(name, {"variants": {}, "algorithm_params": {}})
+        assert (algorithm.samples_per_prompt, algorithm.label) == (k, f"RLOO (k={k})")
+    config = {"variants": {"rloo_k8": {"algorithm": "rloo", "k": 8}, "rloo_k2": {"algorithm": "rloo", "k": 3}},
+              "algorithm_params": {"rloo_k8": {"clip_range": 0.1}}}
+    rloo_k8 = build_algorithm("rloo_k8", config)
+    assert (rloo_k8.samples_per_prompt, rloo_k8.label, rloo_k8.params.clip_range) == (8, "RLOO (k=8)", 0.1)
+    assert build_algorithm("rloo_k2", config).samples_per_prompt == 3  # the config's variant first
+    assert build_algorithm("rloo_k4", {"algorithm_params": {"rloo_k4": {"k": 5}}}).samples_per_prompt == 5
+    with pytest.raises(AlgorithmNotFound, match=r"^unknown algorithm 'rloo_k8'; registered: .*rloo_k4 \(or name"):
+        build_algorithm("rloo_k8", {"algorithm_params": {}})  # no variants (the bandit testbed): built-ins only
+    cycle = {"a": {"algorithm": "b"}, "b": {"algorithm": "a"}}
+    with pytest.raises(AlgorithmNotFound, match=r"^variant 'a' is based on the variant 'b'; a variant's algorithm"):
+        algorithm_spec("a", cycle)
+    with pytest.raises(AlgorithmNotFound, match=r"^variant 'a' is based on the variant 'a'"):
+        algorithm_spec("a", {"a": {"algorithm": "a"}})
+    with pytest.raises(AlgorithmNotFound, match=r"^variant 'a' needs 'algorithm'"):
+        algorithm_spec("a", {"a": {"k": 2}})
+
+
+def test_registry_is_a_leaf_that_imports_no_torch():
+    """The Snakefile reads the registry at parse time: it must not import torch or any algorithm."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rebel.registry; heavy = [m for m in ('torch', 'rebel.algorithms', 'baselines') "
+            "if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_iterative_dpo_loss_by_hand():
@@ -112,28 +149,6 @@ def test_reinforce_moving_average_baseline_by_hand():
     assert restored.baseline == algorithm.baseline
 
 
-def test_gae_by_hand():
-    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
-    values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 7.0]])   # 7.0 sits on padding and must be ignored
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=0.5)
-    # row 0: δ = (0, 0, 0.5) -> A_2 = 0.5, A_1 = 0 + 0.5 * 0.5 = 0.25, A_0 = 0.125
-    # row 1: the value after the last token is 0: δ_1 = 2 - 1 = 1, δ_0 = 0 + 1 - 1 = 0 -> A = (0.5, 1, 0)
-    torch.testing.assert_close(advantages, torch.tensor([[0.125, 0.25, 0.5], [0.5, 1.0, 0.0]]))
-    torch.testing.assert_close(returns, torch.tensor([[0.625, 0.75, 1.0], [1.5, 2.0, 0.0]]))
-    # gamma = 0.5, lam = 1 on row 0: δ_2 = 1 - 0.5 = 0.5, δ_1 = 0.5 * 0.5 - 0.5 = -0.25, δ_0 = -0.25;
-    # A_2 = 0.5, A_1 = δ_1 + 0.5 * A_2 = 0, A_0 = δ_0 + 0.5 * A_1 = -0.25
-    discounted, _ = gae(rewards[:1], values[:1], mask[:1], gamma=0.5, lam=1.0)
-    torch.testing.assert_close(discounted, torch.tensor([[-0.25, 0.0, 0.5]]))
-
-
-def test_masked_whiten_ignores_padding():
-    values = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    # mean 2, Bessel variance ((1 + 0 + 1) / 2) = 1
-    torch.testing.assert_close(masked_whiten(values, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6, rtol=0)
-
-
 def test_ppo_clipped_losses_by_hand():
     old = torch.zeros(1, 2)
     new = torch.log(torch.tensor([[1.5, 0.5]]))
@@ -149,17 +164,6 @@ def test_ppo_clipped_losses_by_hand():
     assert stats["clip_fraction"].item() == pytest.approx(1.0)
 
 
-def test_token_rewards_sum_to_the_sequence_reward():
-    logprobs = torch.tensor([[-1.0, -2.0, 0.0], [-1.0, -1.0, -1.0]])
-    ref = torch.tensor([[-1.5, -1.0, 0.0], [-2.0, -1.0, -0.5]])
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])      # EOS at token 1; no EOS (Γ already in the score)
-    scores = torch.tensor([2.0, -1.0])
-    tokens = shaped_token_rewards(scores, logprobs * mask, ref * mask, mask, kl_coef=0.1)
-    # row 0: -0.1 * (0.5, -1) + score at token 1; row 1: -0.1 * (1, 0, -0.5) + score at token 2
-    torch.testing.assert_close(tokens, torch.tensor([[-0.05, 2.1, 0.0], [-0.1, 0.0, -0.95]]))
-    torch.testing.assert_close(tokens.sum(-1), scores - 0.1 * ((logprobs - ref) * mask).sum(-1))
-
-
 class _RecordingSGD(torch.optim.SGD):
     """SGD that keeps each step's gradients and the parameters they were taken at."""
 
@@ -168,7 +172,8 @@ class _RecordingSGD(torch.optim.SGD):
         self.steps = []
 
     def step(self, closure=None):
-        self.steps.append([(p.detach().clone(), p.grad.detach().clone()) for g in self.param_groups for p in g["params"]])
+        self.steps.append([(p.detach().clone(), p.grad.detach().clone())
+                           for g in self.param_groups for p in g["params"]])
         return super().step(closure)
 
 
@@ -200,7 +205,8 @@ def test_loop_update_first_minibatch_on_policy_later_ones_importance_weighted(po
            "runtime": {"update_micro_batch_prompts": None}}
     optimizer = _RecordingSGD(policy.parameters(), lr=2e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    update(policy, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg, torch.Generator().manual_seed(0))
+    update(policy, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg,
+           torch.Generator().manual_seed(0))
     order = torch.randperm(prompts, generator=torch.Generator().manual_seed(0))
     assert len(optimizer.steps) == 2
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebel.config import effective_config, load_config, validate
+from rebel.config import effective_config, load_config, read_config_file, validate
 from rebel.paths import CONFIG_DIR
 from rebel.errors import ConfigError
 
@@ -49,11 +49,17 @@ def test_default_config_is_embedded():
     (lambda c: c["policy"].update(iterations=0), "key 'policy.iterations': 0 is less than the minimum of 1"),
     (lambda c: c["policy"].pop("kl_coef"), "key 'policy' is missing 'kl_coef'"),
     (lambda c: c["data"].update(source="web"), "key 'data.source': 'web' is not one of ['synthetic', 'hub']"),
-    (lambda c: c.update(algorithms=["rebel", "ppo2"]), "key 'algorithms': unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4"),
-    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rlo", "k": 8}}), "key 'variants.rloo_k8': variant 'rloo_k8' is based on unknown algorithm 'rlo'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo (or"),
-    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo_k4", "k": 8}}), "key 'variants.rloo_k8': variant 'rloo_k8' is based on the variant 'rloo_k4'; a variant's algorithm must be a built-in"),
+    (lambda c: c.update(algorithms=["rebel", "ppo2"]),
+     "key 'algorithms': unknown algorithm 'ppo2'; "
+     "registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4 (or name one by import path"),
+    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rlo", "k": 8}}),
+     "key 'variants.rloo_k8': variant 'rloo_k8' is based on unknown algorithm 'rlo'; "
+     "registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo (or"),
+    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo_k4", "k": 8}}),
+     "key 'variants.rloo_k8': variant 'rloo_k8' is based on the variant 'rloo_k4'; a variant's algorithm must be"),
     (lambda c: c.update(variants={"rloo_k1": {"algorithm": "rloo", "k": 1}}), "key 'variants.rloo_k1': k must be >= 2"),
-    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo", "k": "8"}}), "key 'variants.rloo_k8.k': expected an integer, got '8'"),
+    (lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo", "k": "8"}}),
+     "key 'variants.rloo_k8.k': expected an integer, got '8'"),
     (lambda c: c["algorithm_params"].update(rloo_k4={"k": 1}), "key 'algorithm_params.rloo_k4': k must be >= 2"),
     (lambda c: c["algorithm_params"].update(rebel={"eta": -1}), "key 'algorithm_params.rebel': eta must be > 0"),
     (lambda c: c["algorithm_params"].update(rebel={"beta": 1}), "key 'algorithm_params.rebel': unknown hyperparameter 'beta'"),
@@ -63,7 +69,7 @@ def test_default_config_is_embedded():
     (lambda c: c["algorithm_params"].update(dpo={"epochs": 0}), "key 'algorithm_params.dpo': epochs must be > 0"),
     (lambda c: c["search"].update(seed=1), "key 'search.seed': 1 is one of 'seeds'; the search must not select on the reported runs"),
     (lambda c: c["policy"].update(reward_model_calls=0), "key 'policy.reward_model_calls': 0 is less than the minimum of 1"),
-    (lambda c: c["data"].update(source="hub", hub=yaml.safe_load((CONFIG_DIR / "tldr-1.4b.yaml").read_text())["data"]["hub"]),
+    (lambda c: c["data"].update(source="hub", hub=read_config_file(CONFIG_DIR / "tldr-1.4b.yaml")["data"]["hub"]),
      "key 'eval.judge.type': 'gold' needs data.source 'synthetic'"),
     (lambda c: c["model"]["base"].update(id="EleutherAI/pythia-1.4b-deduped"), "unknown key 'model.base.id'"),
 ])
@@ -143,8 +149,8 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4 "
-        "(or name one by import path 'module:Class')"]
+        "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, "
+        "rloo_k4 (or name one by import path 'module:Class')"]
     assert not (tmp_path / "out").exists()
 
 
@@ -189,7 +195,7 @@ STILL_GOT_THROUGH = {
                                "key 'reward_model.seed': 8589934592 is greater than the maximum of 4294967295"),
 }
 # The snakemake entry point for one case of each kind (each run is a process of about a second).
-SNAKEMAKE_CASES = ["lr_nan", "lr_inf", "kl_coef_nan", "eta_string", "minibatch_over_iteration",
+SNAKEMAKE_CASES = ["lr_nan", "lr_inf", "kl_coef_nan", "minibatch_over_iteration",
                    "override_minibatch_over_iteration", "eval_n_prompts_over_test_split", "seed_2_70"]
 
 
@@ -297,3 +303,15 @@ def test_non_finite_or_non_positive_search_flags_are_rejected_by_the_train_comma
         _parser().parse_args(["train", "--data", "d", "--sft", "s", "--rm", "r", "--out", "o", "--seed", "1",
                               "--algorithm", "rebel", flag, value])
     assert f"argument {flag}: expected a " in capsys.readouterr().err
+
+
+def test_algorithm_param_of_the_wrong_type_stops_a_snakemake_run_before_any_job(tmp_path, smoke):
+    """Parsing checks algorithm names only (no torch); the parameters are checked when the run starts, before
+    any job and before the effective config is written."""
+    result = subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                             "--cores", "1", f"--configfile={_write_mutated(tmp_path, smoke, 'eta_string')}"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"config error: config: {STILL_GOT_THROUGH['eta_string'][1]}"
+    assert not (tmp_path / "results").exists()
+

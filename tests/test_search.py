@@ -63,4 +63,4 @@ def test_search_target_schedules_the_kl_sweep_beside_the_lr_sweep(tmp_path):
     out = snakemake(tmp_path, "tables/search.csv", "-n", "--quiet", "rules").stdout
     counts = {rule: int(n) for rule, n in re.findall(r"(?m)^(search_\w+)\s+(\d+)", out)}
     assert counts["search_train"] == 7 * 2 and counts["search_kl_train"] == 6
-    assert counts["search_kl_evaluate"] == 6 and counts["search_table"] == 1
+    assert counts["search_evaluate"] == 7 * 2 + 6 and counts["search_table"] == 1

@@ -1,33 +1,17 @@
-"""Algorithm registry: built-in names resolve lazily; anything else may be named as ``module:Class``."""
+"""Algorithms by name: :mod:`rebel.registry` maps a name (built-in, named variant, or ``module:Class``) to its
+import target and the variant's parameters; this module imports the class and builds the algorithm."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from rebel.algorithms.base import Algorithm
-from rebel.errors import HarnessError
-
-BUILTIN: dict[str, str] = {
-    "rebel": "rebel.algorithms.rebel:REBEL",
-    "dpo": "baselines.dpo:DPO",
-    "iterative_dpo": "baselines.iterative_dpo:IterativeDPO",
-    "ppo": "baselines.ppo:PPO",
-    "reinforce": "baselines.reinforce:REINFORCE",
-    "rloo_k2": "baselines.rloo:RLOO",
-    "rloo_k4": "baselines.rloo:RLOOk4",
-}
+from rebel.registry import BUILTIN, BUILTIN_VARIANTS, AlgorithmNotFound, algorithm_spec
 
 
-class AlgorithmNotFound(HarnessError, LookupError):
-    """An algorithm name that is neither registered nor an importable ``module:Class``."""
-
-
-def resolve_algorithm(name: str) -> type[Algorithm]:
-    """The algorithm class for a registered name or an import path ``package.module:Class``."""
-    target = BUILTIN.get(name, name)
-    if ":" not in target:
-        raise AlgorithmNotFound(f"unknown algorithm '{name}'; registered: {', '.join(sorted(BUILTIN))} "
-                       f"(or name one by import path 'module:Class')")
+def _import(name: str, target: str) -> type[Algorithm]:
     module_name, _, class_name = target.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -38,4 +22,22 @@ def resolve_algorithm(name: str) -> type[Algorithm]:
     return cls
 
 
-__all__ = ["Algorithm", "AlgorithmNotFound", "BUILTIN", "resolve_algorithm"]
+def resolve_algorithm(name: str, variants: Mapping[str, Any] | None = None) -> type[Algorithm]:
+    """The algorithm class of a registered name, a named variant (the config's ``variants``, then the
+    built-in ones) or an import path ``package.module:Class``. A variant's class is its base's: build
+    the algorithm with :func:`build_algorithm` to apply the variant's parameters."""
+    return _import(name, algorithm_spec(name, variants)[0])
+
+
+def build_algorithm(name: str, config: Mapping[str, Any]) -> Algorithm:
+    """The algorithm a config runs under ``name``: its class built (``Algorithm.from_config``) from the
+    variant's parameters updated by ``config["algorithm_params"][name]``, with the config's ``variants``.
+
+    ``config`` needs only those two keys; without ``variants`` (the bandit testbed's config) only the
+    built-in variants are known. Errors as :func:`resolve_algorithm` and ``Algorithm.from_config``.
+    """
+    target, params = algorithm_spec(name, config.get("variants"))
+    return _import(name, target).from_config(params | config.get("algorithm_params", {}).get(name, {}))
+
+
+__all__ = ["Algorithm", "AlgorithmNotFound", "BUILTIN", "BUILTIN_VARIANTS", "build_algorithm", "resolve_algorithm"]

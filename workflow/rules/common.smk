@@ -41,6 +41,11 @@ HEAVY = {"mem_mb": config["runtime"]["mem_mb"], "gpu": config["runtime"]["gpus"]
 
 
 onstart:
+    # Before any job: the algorithms' parameters too (this loads their classes, which a dry run does not).
+    try:
+        validate(config, "config")
+    except ConfigError as exc:
+        sys.exit(f"config error: {exc}")
     dump_config(config, Path(CONFIG_FILE))
 
 STAGE = f"python -m rebel {{stage}} --config {CONFIG_FILE}"
