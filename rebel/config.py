@@ -112,8 +112,8 @@ def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = 
 
 
 def _check_algorithms(config: dict[str, Any], source: str) -> None:
-    """Every variant of ``config`` builds from its own parameters, and every algorithm resolves to its
-    class and builds from its variant's parameters updated by its ``algorithm_params``."""
+    """Every variant of ``config`` builds from its own parameters, every algorithm resolves to its class and
+    builds from its variant's parameters updated by its ``algorithm_params``, and Figure 5's are online."""
     from rebel.algorithms import AlgorithmNotFound, build_algorithm
     from rebel.algorithms.base import ParamTypeError
 
@@ -131,6 +131,11 @@ def _check_algorithms(config: dict[str, Any], source: str) -> None:
         check(name, {"variants": config["variants"]}, f"variants.{name}", f"variants.{name}")
     for name in config["algorithms"]:
         check(name, config, "algorithms", f"algorithm_params.{name}")
+    online = [name for name in config["algorithms"] if not build_algorithm(name, config).offline]
+    for name in config["figures"]["fig5"]:
+        if name not in online:
+            raise ConfigError(f"{source}: key 'figures.fig5': '{name}' is not one of the online algorithms of "
+                              f"'algorithms' ({', '.join(online)})")
 
 
 def policy_settings(config: dict[str, Any], algorithm: str) -> dict[str, Any]:

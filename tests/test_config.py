@@ -72,6 +72,9 @@ def test_default_config_is_embedded():
     (lambda c: c["data"].update(source="hub", hub=read_config_file(CONFIG_DIR / "tldr-1.4b.yaml")["data"]["hub"]),
      "key 'eval.judge.type': 'gold' needs data.source 'synthetic'"),
     (lambda c: c["model"]["base"].update(id="EleutherAI/pythia-1.4b-deduped"), "unknown key 'model.base.id'"),
+    (lambda c: c["figures"].update(fig5=["dpo", "rebel"]),
+     "key 'figures.fig5': 'dpo' is not one of the online algorithms of 'algorithms' (iterative_dpo, ppo, reinforce, "
+     "rloo_k2, rloo_k4, rebel)"),
 ])
 def test_bad_config_is_rejected_with_one_line(smoke, mutate, message):
     cfg = copy.deepcopy(smoke)
