@@ -35,8 +35,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rebel.config import policy_settings
 from rebel.errors import HarnessError
 
@@ -132,6 +130,8 @@ def _random_batch(cfg: dict[str, Any], vocab: RandomVocabulary, offline: bool, g
                   device: torch.device) -> tuple[torch.Tensor, ...]:
     """Random full-length prompts (and for an offline algorithm, chosen/rejected responses per prompt),
     as :func:`rebel.loop.encode_batch` would return them."""
+    import torch
+
     n, p, r = (cfg["policy"]["prompts_per_iteration"], cfg["data"]["prompt_length"], cfg["data"]["response_length"])
 
     def tokens(rows: int, length: int) -> torch.Tensor:  # never EOS (0) or padding (the last id)
@@ -149,6 +149,8 @@ def measure(cfg: dict[str, Any], shape_name: str, algorithm_name: str, warmup: i
             threads: int | None, seed: int = 0) -> dict[str, Any]:
     """Build random-weight models of the shape and time ``warmup + iterations`` iterations of one
     algorithm through the shared loop; the profile of the last ``iterations`` (:func:`profile_summary`)."""
+    import torch
+
     from accelerate import Accelerator
     from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
@@ -195,6 +197,8 @@ def measure(cfg: dict[str, Any], shape_name: str, algorithm_name: str, warmup: i
 
 
 def _device_name(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpuinfo = Path("/proc/cpuinfo")
@@ -208,6 +212,7 @@ def _device_name(device: torch.device) -> str:
 def _versions() -> dict[str, str]:
     import accelerate
     import peft
+    import torch
     import transformers
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
