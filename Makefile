@@ -4,6 +4,7 @@
 #   make test     set up .venv, then run the test suite
 #   make lint     ruff (lint, format) and snakemake --lint
 #   make figures-from-cache   render every table and figure from the committed cache/, without training
+#   make report   Snakemake's HTML report (report.html) of the run
 # On a GPU machine with its own CUDA torch, install into that environment instead:
 #   pip install -e '.[test]' && snakemake --cores all --configfile=workflow/configs/tldr-1.4b.yaml tables/table1.csv
 
@@ -14,7 +15,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup table1 reproducibility test lint clean-results figures-from-cache
+.PHONY: setup table1 reproducibility test lint clean-results figures-from-cache docs-tables docs-check report
 
 setup: $(STAMP)
 
@@ -35,6 +36,18 @@ reproducibility: $(STAMP)
 # Every table and figure of the embedded config from the committed cache/ (no training; README).
 figures-from-cache: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all render --config render_from=cache
+
+# Rewrite the generated tables in README.md and docs/*.md from the tables rendered from cache/ (rebel/docs_tables.py).
+docs-tables: figures-from-cache
+	$(BIN)/python -m rebel.docs_tables
+
+# Fail, naming each block, if a generated table in the docs differs from tables/.
+docs-check: figures-from-cache
+	$(BIN)/python -m rebel.docs_tables --check
+
+# Snakemake's HTML report of the embedded run (after make table1): tables, figures, job runtimes, the config.
+report: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --report report.html
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest

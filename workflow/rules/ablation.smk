@@ -45,8 +45,9 @@ rule table6:
         stats=f"{REPORT}/data/stats.json",
         runs=ablation_runs,
     output:
-        csv=report("tables/table6.csv", caption="../report/table6.rst", category="Table 6 (η ablation)"),
+        csv="tables/table6.csv",
         md="tables/table6.md",
+        html=report("tables/table6.html", caption="../report/table6.rst", category="Table 6 (η ablation)"),
     params:
         cmd=stage("table6"),
         results=folder_above(2, "stats"),
@@ -55,4 +56,4 @@ rule table6:
     conda:
         ENV
     shell:
-        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"

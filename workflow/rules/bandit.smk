@@ -32,8 +32,9 @@ rule bandit_report:
         runs=expand(f"{REPORT_ROOT}/bandit/{{algorithm}}/seed{{seed}}.jsonl", algorithm=BANDIT_SETTINGS["algorithms"],
                     seed=BANDIT_SETTINGS["seeds"]),
     output:
-        csv=report("tables/bandit.csv", caption="../report/bandit.rst", category="Exact-optimum testbed"),
+        csv="tables/bandit.csv",
         md="tables/bandit.md",
+        html=report("tables/bandit.html", caption="../report/bandit.rst", category="Exact-optimum testbed"),
         png=report("figures/bandit.png", caption="../report/bandit_figure.rst", category="Exact-optimum testbed"),
         pdf="figures/bandit.pdf",
     params:
@@ -45,4 +46,4 @@ rule bandit_report:
         ENV
     shell:
         "{params.cmd} --bandit-config {input.config} --results {params.results} --csv {output.csv}"
-        " --md {output.md} --png {output.png} > {log} 2>&1"
+        " --md {output.md} --png {output.png} > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"

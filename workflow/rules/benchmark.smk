@@ -36,10 +36,11 @@ rule figure2:
         pdf="figures/fig2.pdf",
         csv="tables/fig2.csv",
         md="tables/fig2.md",
+        html=report("tables/fig2.html", caption="../report/fig2_table.rst", category="Figure 2 (runtime and memory)"),
     log:
         "results/benchmark/logs/figure2.log",
     conda:
         ENV
     shell:
         "python -m rebel figure2 --benchmarks {input} --png {output.png} --csv {output.csv} --md {output.md}"
-        " > {log} 2>&1"
+        " > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"

@@ -59,8 +59,9 @@ rule table2:
         mt_bench=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/chat/mt_bench.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
         leaderboard=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/leaderboard.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
     output:
-        csv=report("tables/table2.csv", caption="../report/table2.rst", category="Table 2 (chat)"),
+        csv="tables/table2.csv",
         md="tables/table2.md",
+        html=report("tables/table2.html", caption="../report/table2.rst", category="Table 2 (chat)"),
         mt_bench="tables/mt_bench.csv",
         png=report("figures/fig7.png", caption="../report/fig7.rst", category="Table 2 (chat)"),
         pdf="figures/fig7.pdf",
@@ -73,4 +74,4 @@ rule table2:
         ENV
     shell:
         "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md}"
-        " --mt-bench-csv {output.mt_bench} --png {output.png} > {log} 2>&1"
+        " --mt-bench-csv {output.mt_bench} --png {output.png} > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"

@@ -9,9 +9,11 @@ rule table1:
         ceiling=expand(f"{REPORT}/ceiling/seed{{seed}}/eval.json", seed=config["seeds"])
         if config["data"]["source"] == "synthetic" else [],
     output:
-        csv=report("tables/table1.csv", caption="../report/table1.rst", category="Table 1"),
+        csv="tables/table1.csv",
         md="tables/table1.md",
-        budget=report("tables/table1_budget.csv", caption="../report/budget.rst", category="Table 1"),
+        html=report("tables/table1.html", caption="../report/table1.rst", category="Table 1"),
+        budget="tables/table1_budget.csv",
+        budget_html=report("tables/table1_budget.html", caption="../report/budget.rst", category="Table 1"),
         config=report("tables/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         settings=fingerprint(config),  # the table and its config copy follow every config change
@@ -24,4 +26,5 @@ rule table1:
         ENV
     shell:
         "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md}"
-        " --budget {output.budget} > {log} 2>&1 && cp {params.config} {output.config}"
+        " --budget {output.budget} > {log} 2>&1 && cp {params.config} {output.config} && python -m eval.report_html {output.md} {output.html}"
+        " && python -m eval.report_html {output.budget} {output.budget_html}"

@@ -46,8 +46,9 @@ rule reproducibility:
         b=expand(f"{REPRO_REPORT}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=["sft", *config["algorithms"]],
                  seed=config["seeds"]),
     output:
-        csv=report("tables/reproducibility.csv", caption="../report/reproducibility.rst", category="Reproducibility"),
+        csv="tables/reproducibility.csv",
         md="tables/reproducibility.md",
+        html=report("tables/reproducibility.html", caption="../report/reproducibility.rst", category="Reproducibility"),
     params:
         cmd=stage("reproducibility"),
         results_a=folder_above(3, "a"),
@@ -59,4 +60,4 @@ rule reproducibility:
         ENV
     shell:
         "{params.cmd} --results-a {params.results_a} --results-b {params.results_b} {params.labels}"
-        " --csv {output.csv} --md {output.md} > {log} 2>&1"
+        " --csv {output.csv} --md {output.md} > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"

@@ -65,8 +65,9 @@ rule search_table:
     input:
         search_runs,
     output:
-        csv=report("tables/search.csv", caption="../report/search.rst", category="Search"),
+        csv="tables/search.csv",
         md="tables/search.md",
+        html=report("tables/search.html", caption="../report/search.rst", category="Search"),
     params:
         cmd=stage("search-table"),
         results=folder_above(3),
@@ -75,4 +76,4 @@ rule search_table:
     conda:
         ENV
     shell:
-        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.cmd} --results {params.results} --csv {output.csv} --md {output.md} > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"
