@@ -61,8 +61,10 @@ def find_blocks(text: str, document: str) -> list[Block]:
         begin, end = BEGIN.match(line), END.match(line)
         if begin:
             if open_block is not None:
-                raise DocsTablesError(f"{document}:{open_block[0] + 1}: block '{open_block[1]}' has no "
-                                      f"'<!-- END generated -->' before the next BEGIN on line {index + 1}")
+                raise DocsTablesError(
+                    f"{document}:{open_block[0] + 1}: block '{open_block[1]}' has no "
+                    f"'<!-- END generated -->' before the next BEGIN on line {index + 1}"
+                )
             open_block = (index, begin["spec"])
         elif end:
             if open_block is None:
@@ -70,11 +72,14 @@ def find_blocks(text: str, document: str) -> list[Block]:
             blocks.append(Block(document, open_block[0] + 1, open_block[1], open_block[0], index))
             open_block = None
         elif line.lstrip().startswith("<!-- BEGIN generated"):
-            raise DocsTablesError(f"{document}:{index + 1}: malformed marker {line.strip()!r}; "
-                                  f"expected '<!-- BEGIN generated: tables/NAME.md[#table1] -->'")
+            raise DocsTablesError(
+                f"{document}:{index + 1}: malformed marker {line.strip()!r}; "
+                f"expected '<!-- BEGIN generated: tables/NAME.md[#table1] -->'"
+            )
     if open_block is not None:
-        raise DocsTablesError(f"{document}:{open_block[0] + 1}: block '{open_block[1]}' has no "
-                              f"'<!-- END generated -->'")
+        raise DocsTablesError(
+            f"{document}:{open_block[0] + 1}: block '{open_block[1]}' has no '<!-- END generated -->'"
+        )
     return blocks
 
 
@@ -129,8 +134,9 @@ def render(spec: str, tables: Path, where: str = "") -> str:
         return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
     selector = SELECTOR.match(fragment)
     if not selector:
-        raise DocsTablesError(f"{where}: unknown selector '#{fragment}'; "
-                              f"use #tableN, #listN, #paragraphN, #codeN or #headingN (N from 1)")
+        raise DocsTablesError(
+            f"{where}: unknown selector '#{fragment}'; use #tableN, #listN, #paragraphN, #codeN or #headingN (N from 1)"
+        )
     kind, index = selector["kind"], int(selector["index"])
     found = [chunk for chunk_kind, chunk in chunks(text) if chunk_kind == kind]
     if index > len(found):
@@ -143,9 +149,9 @@ def fill(text: str, document: str, tables: Path) -> tuple[str, list[Block]]:
     lines, stale, out, position = text.splitlines(), [], [], 0
     for block in find_blocks(text, document):
         body = ["", *render(block.spec, tables, block.where).splitlines(), ""]
-        if [line.rstrip() for line in lines[block.begin + 1:block.end]] != body:
+        if [line.rstrip() for line in lines[block.begin + 1 : block.end]] != body:
             stale.append(block)
-        out += lines[position:block.begin + 1] + body
+        out += lines[position : block.begin + 1] + body
         position = block.end
     out += lines[position:]
     return "\n".join(out) + ("\n" if text.endswith("\n") or not text else ""), stale
@@ -171,24 +177,35 @@ def run(root: Path = REPO, tables: Path = REPO, check: bool = False) -> tuple[li
             problems.append(str(error))
             continue
         if check:
-            problems += [f"{b.where} is stale: it differs from {tables / b.spec.partition('#')[0]} "
-                         f"(run: python -m rebel.docs_tables)" for b in stale]
+            problems += [
+                f"{b.where} is stale: it differs from {tables / b.spec.partition('#')[0]} "
+                f"(run: python -m rebel.docs_tables)"
+                for b in stale
+            ]
         elif stale:
             path.write_text(new, encoding="utf-8")
             notes += [f"{b.where}: rewritten" for b in stale]
-    notes.append(f"{blocks} generated block(s) in {len(documents(root))} document(s); "
-                 f"{'checked' if check else 'filled'} from {tables}")
+    notes.append(
+        f"{blocks} generated block(s) in {len(documents(root))} document(s); "
+        f"{'checked' if check else 'filled'} from {tables}"
+    )
     return problems, notes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rebel.docs_tables", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if any block differs from its source")
-    parser.add_argument("--tables", type=Path, default=REPO,
-                        help="root the blocks' file names are relative to (default: the repository root)")
-    parser.add_argument("--root", type=Path, default=REPO,
-                        help="folder holding README.md and docs/ (default: the repository root)")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if any block differs from its source"
+    )
+    parser.add_argument(
+        "--tables",
+        type=Path,
+        default=REPO,
+        help="root the blocks' file names are relative to (default: the repository root)",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=REPO, help="folder holding README.md and docs/ (default: the repository root)"
+    )
     args = parser.parse_args(argv)
     problems, notes = run(args.root, args.tables, args.check)
     for note in notes:

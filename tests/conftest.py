@@ -56,3 +56,31 @@ def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
     snakemake(workdir, "tables/table1.csv")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def rendered_cache(tmp_path_factory):
+    """A fresh directory holding only the committed cache/ files (``git ls-files``, mtimes in the worst order a
+    checkout can produce: the files tables are computed from newest), with every table and figure rendered from
+    them (``snakemake render --config render_from=cache``; tables in ``<dir>/tables``). The dry run made before
+    rendering is kept in ``<dir>/dry_run.log`` (the jobs Snakemake scheduled)."""
+    import os
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("rendered_cache")
+    listing = subprocess.run(["git", "ls-files", "cache"], cwd=REPO, capture_output=True, text=True, check=True)
+    tracked = sorted(listing.stdout.split(), key=lambda n: n.endswith(("metrics.jsonl", "stats.json")))
+    for age, name in enumerate(tracked):
+        target = workdir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((REPO / name).read_bytes())
+        os.utime(target, (1_600_000_000 + age, 1_600_000_000 + age))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--cores", "2", "render", "--config", "render_from=cache"]
+    dry = subprocess.run([*cmd, "-n"], capture_output=True, text=True)
+    (workdir / "dry_run.log").write_text(dry.stdout + dry.stderr)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if dry.returncode != 0 or done.returncode != 0:
+        raise AssertionError(f"rendering the committed cache failed:\n{(dry.stderr + done.stderr)[-3000:]}")
+    return workdir
