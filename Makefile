@@ -33,7 +33,7 @@ table1: $(STAMP)
 reproducibility: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all tables/reproducibility.csv
 
-# Every table and figure of the embedded config from the committed cache/ (no training; README).
+# Every table and figure of the embedded config from the committed cache/ (no training; docs/cache.md).
 figures-from-cache: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all render --config render_from=cache
 
@@ -47,7 +47,7 @@ docs-check: figures-from-cache
 
 # Snakemake's HTML report of the embedded run (after make table1): tables, figures, job runtimes, the config.
 report: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" snakemake --report report.html
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 1 --report report.html
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest

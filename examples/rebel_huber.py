@@ -1,8 +1,8 @@
 """A worked example of an algorithm outside the package: REBEL with a Huber regression loss.
 
 Named in a config by import path, ``algorithms: [..., rebel, examples.rebel_huber:REBELHuber]``
-(run from the repository root, or with this folder's parent on ``PYTHONPATH``); see the README
-section "Compare my algorithm against REBEL".
+(run from the repository root, or with this folder's parent on ``PYTHONPATH``); see
+docs/adding-an-algorithm.md ("Compare my algorithm against REBEL").
 """
 
 from __future__ import annotations

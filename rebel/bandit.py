@@ -69,7 +69,7 @@ class BanditConfig:
     reward model can represent it), and each sample's reward is its preference l(x, y, y'') against
     one more sample y'' ∼ π_t of the same context (SPO self-play; Swamy et al. 2024)."""
     lr: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Plain-SGD learning rate per algorithm (from the same grid for every algorithm: README)."""
+    """Plain-SGD learning rate per algorithm (from the same grid for every algorithm: docs/testbed.md)."""
     algorithm_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

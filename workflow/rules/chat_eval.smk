@@ -1,5 +1,5 @@
 # AlpacaEval 2.0 and MT-Bench of every policy, judged through an OpenAI-compatible endpoint (the loopback
-# gold judge in the embedded world), and Table 2 with Figure 7 (paper Tables 2-3; README).
+# gold judge in the embedded world), and Table 2 with Figure 7 (paper Tables 2-3; docs/chat-evaluation.md).
 CHAT = f"{RUN}/chat"
 
 
