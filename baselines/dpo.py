@@ -49,8 +49,10 @@ class DPO(Algorithm):
     Params = DPOParams
     label = "DPO"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, accuracy = preference_loss(batch.grouped_logratio(logprobs, against_reference=True),
-                                         batch.grouped(batch.rewards), self.params.beta)
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, accuracy = preference_loss(
+            batch.grouped_logratio(logprobs, against_reference=True), batch.grouped(batch.rewards), self.params.beta
+        )
         return loss, {"preference_accuracy": accuracy}

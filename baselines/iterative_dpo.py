@@ -35,8 +35,10 @@ class IterativeDPO(Algorithm):
     Params = IterativeDPOParams
     label = "Iterative DPO"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, accuracy = preference_loss(batch.grouped_logratio(logprobs), batch.grouped(batch.rewards),
-                                         self.params.beta)
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, accuracy = preference_loss(
+            batch.grouped_logratio(logprobs), batch.grouped(batch.rewards), self.params.beta
+        )
         return loss, {"preference_accuracy": accuracy}

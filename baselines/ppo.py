@@ -73,16 +73,24 @@ class PPO(Algorithm):
             advantages = masked_whiten(advantages, mask)
         return rollout.with_targets(advantages=advantages, returns=returns)
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p, mask = self.params, batch.response_mask.float()
         ratio = torch.exp((logprobs - batch.logprobs) * mask)
         # Token means over the global minibatch (batch.token_normalizer; this batch's tokens when unset).
-        policy_loss = batch.token_mean(torch.maximum(
-            -batch.advantages * ratio, -batch.advantages * ratio.clamp(1 - p.clip_range, 1 + p.clip_range)))
+        policy_loss = batch.token_mean(
+            torch.maximum(
+                -batch.advantages * ratio, -batch.advantages * ratio.clamp(1 - p.clip_range, 1 + p.clip_range)
+            )
+        )
         clipped = batch.values + (values - batch.values).clamp(-p.value_clip_range, p.value_clip_range)
-        value_loss = 0.5 * batch.token_mean(torch.maximum((values - batch.returns) ** 2,
-                                                          (clipped - batch.returns) ** 2))
-        stats = {"policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
-                 "clip_fraction": batch.token_mean(((ratio - 1).abs() > p.clip_range).float())}
+        value_loss = 0.5 * batch.token_mean(
+            torch.maximum((values - batch.returns) ** 2, (clipped - batch.returns) ** 2)
+        )
+        stats = {
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "clip_fraction": batch.token_mean(((ratio - 1).abs() > p.clip_range).float()),
+        }
         return policy_loss + p.vf_coef * value_loss, stats

@@ -47,10 +47,12 @@ class REINFORCE(Algorithm):
         super().__init__(params)
         self.baseline = 0.0
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, clipped = clipped_sequence_loss(logprobs, batch.logprobs, batch.rewards - self.baseline,
-                                              self.params.clip_range)
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, clipped = clipped_sequence_loss(
+            logprobs, batch.logprobs, batch.rewards - self.baseline, self.params.clip_range
+        )
         return loss, {"baseline": torch.tensor(self.baseline), "clip_fraction": clipped}
 
     def observe(self, metrics: dict[str, float]) -> None:

@@ -55,8 +55,9 @@ class RLOO(Algorithm):
         self.samples_per_prompt = params.k
         self.label = f"RLOO (k={params.k})"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         advantages = leave_one_out_advantages(batch.grouped(batch.rewards)).reshape(-1)
         loss, clipped = clipped_sequence_loss(logprobs, batch.logprobs, advantages, self.params.clip_range)
         return loss, {"advantage_abs": advantages.abs().mean(), "clip_fraction": clipped}

@@ -37,15 +37,22 @@ def own_eta(cfg: dict[str, Any]) -> float | None:
 def run_dirs(cfg: dict[str, Any], results: Path) -> dict[tuple[float, int], Path]:
     """The run folder of every (η, seed) of the ablation under a results folder ``results/<name>``."""
     reused = own_eta(cfg)
-    return {(float(eta), seed): (results / "rebel" if float(eta) == reused else results / "ablation" / f"eta{eta_label(eta)}")
-            / f"seed{seed}" for eta in cfg["ablation"]["eta"] for seed in cfg["seeds"]}
+    return {
+        (float(eta), seed): (
+            results / "rebel" if float(eta) == reused else results / "ablation" / f"eta{eta_label(eta)}"
+        )
+        / f"seed{seed}"
+        for eta in cfg["ablation"]["eta"]
+        for seed in cfg["seeds"]
+    }
 
 
 def table6(cfg: dict[str, Any], results: Path) -> pd.DataFrame:
     """One row per η (the config's order): mean, std (ddof=1) and n over seeds; the paper's numbers beside."""
     dirs = run_dirs(cfg, results)
-    records = [{"eta": eta, "seed": seed, **json.loads((path / "eval.json").read_text())}
-               for (eta, seed), path in dirs.items()]
+    records = [
+        {"eta": eta, "seed": seed, **json.loads((path / "eval.json").read_text())} for (eta, seed), path in dirs.items()
+    ]
     grouped = pd.DataFrame(records).groupby("eta", sort=False)
     out = pd.DataFrame({"model_size": cfg["model_size"], "eta": [float(e) for e in cfg["ablation"]["eta"]]})
     out["n_seeds"] = out.eta.map(grouped.size())
@@ -75,14 +82,26 @@ def markdown(cfg: dict[str, Any], df: pd.DataFrame) -> str:
     def paper(value: float) -> str:
         return "" if pd.isna(value) else f"{value:g}"
 
-    lines = [f"Table 6 (appendix J): REBEL η ablation, config '{cfg['name']}' (model {cfg['model_size']}), "
-             f"mean (std) over seeds {cfg['seeds']}; paper: TL;DR 2.8B, one run per η.", "",
-             "| η | seeds | winrate % | RM score | KL(π_T‖π_ref,T) | paper winrate % | paper RM score | paper KL |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Table 6 (appendix J): REBEL η ablation, config '{cfg['name']}' (model {cfg['model_size']}), "
+        f"mean (std) over seeds {cfg['seeds']}; paper: TL;DR 2.8B, one run per η.",
+        "",
+        "| η | seeds | winrate % | RM score | KL(π_T‖π_ref,T) | paper winrate % | paper RM score | paper KL |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in df.itertuples():
-        lines.append("| " + " | ".join([
-            f"{row.eta:g}" + (" (Table 1 runs)" if row.table1_runs else ""), str(row.n_seeds),
-            *(cell(row, m) for m in METRICS), *(paper(getattr(row, f"paper_{m}")) for m in METRICS)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{row.eta:g}" + (" (Table 1 runs)" if row.table1_runs else ""),
+                    str(row.n_seeds),
+                    *(cell(row, m) for m in METRICS),
+                    *(paper(getattr(row, f"paper_{m}")) for m in METRICS),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ given as ``{algorithm: array[runs, tasks]}``, rliable's layout.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from rliable import library as rly
@@ -27,8 +27,14 @@ def _estimates(scores: dict, func, **kwargs):
     state = np.random.get_state()
     np.random.seed(BOOTSTRAP_SEED)
     try:
-        return rly.get_interval_estimates(scores, func, reps=BOOTSTRAP_REPS, confidence_interval_size=CONFIDENCE,
-                                          random_state=np.random.RandomState(BOOTSTRAP_SEED), **kwargs)
+        return rly.get_interval_estimates(
+            scores,
+            func,
+            reps=BOOTSTRAP_REPS,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(BOOTSTRAP_SEED),
+            **kwargs,
+        )
     finally:
         np.random.set_state(state)
 
@@ -41,12 +47,13 @@ def iqm_intervals(values: Mapping[str, np.ndarray]) -> dict[str, tuple[float, fl
     """``{algorithm: (IQM, CI low, CI high)}`` over runs (95% stratified bootstrap, percentile)."""
     scores = _scores(values)
     point, interval = _estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]))
-    return {name: (float(point[name][0]), float(interval[name][0, 0]), float(interval[name][1, 0]))
-            for name in scores}
+    return {name: (float(point[name][0]), float(interval[name][0, 0]), float(interval[name][1, 0])) for name in scores}
 
 
-def probability_of_improvement(values: Mapping[str, np.ndarray], baseline: str,
-                               ) -> dict[str, tuple[float, float, float]]:
+def probability_of_improvement(
+    values: Mapping[str, np.ndarray],
+    baseline: str,
+) -> dict[str, tuple[float, float, float]]:
     """``{algorithm: (P(algorithm > baseline), CI low, CI high)}`` for every other algorithm.
 
     P(X > Y) is the Mann–Whitney probability that a run of X scores above a run of Y (ties count
@@ -57,5 +64,7 @@ def probability_of_improvement(values: Mapping[str, np.ndarray], baseline: str,
     if not pairs:
         return {}
     point, interval = _estimates(pairs, metrics.probability_of_improvement)
-    return {key.split(",")[0]: (float(point[key]), float(np.ravel(interval[key])[0]), float(np.ravel(interval[key])[1]))
-            for key in pairs}
+    return {
+        key.split(",")[0]: (float(point[key]), float(np.ravel(interval[key])[0]), float(np.ravel(interval[key])[1]))
+        for key in pairs
+    }

@@ -26,8 +26,9 @@ annotations and reports the predicted winrate at zero length difference.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,9 +59,14 @@ def _annotator_config(out_dir: Path, judge_model: str) -> Path:
 
 def _choice(reply: Reply) -> dict[str, Any]:
     """A reply in the OpenAI choice layout that ``logprob_parser`` reads (``logprobs.content[i].top_logprobs``)."""
-    content = [{"token": max(top, key=top.get) if top else "", "logprob": max(top.values()) if top else 0.0,
-                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()]}
-               for top in (reply.top_logprobs or [{}])]
+    content = [
+        {
+            "token": max(top, key=top.get) if top else "",
+            "logprob": max(top.values()) if top else 0.0,
+            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()],
+        }
+        for top in (reply.top_logprobs or [{}])
+    ]
     return {"text": reply.text or "", "logprobs": {"content": content}, "error": reply.error}
 
 
@@ -68,13 +74,28 @@ def completions_fn(client: ChatClient) -> Callable[..., dict[str, list]]:
     """An ``alpaca-eval`` ``fn_completions`` that sends the annotator's prompts through ``client``."""
     from alpaca_eval.utils import prompt_to_chatml
 
-    def complete(prompts: list[str], model_name: str, max_tokens: int, temperature: float = 0.0,
-                 logprobs: bool = False, top_logprobs: int | None = None, **_unused: Any) -> dict[str, list]:
-        replies = client.complete([prompt_to_chatml(p.strip()) for p in prompts], max_tokens=max_tokens,
-                                  temperature=temperature, top_logprobs=top_logprobs if logprobs else None)
+    def complete(
+        prompts: list[str],
+        model_name: str,
+        max_tokens: int,
+        temperature: float = 0.0,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
+        **_unused: Any,
+    ) -> dict[str, list]:
+        replies = client.complete(
+            [prompt_to_chatml(p.strip()) for p in prompts],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_logprobs=top_logprobs if logprobs else None,
+        )
         price = [client.endpoint.cost_usd(r.prompt_tokens, r.completion_tokens) for r in replies]
-        return {"completions": [r.text or "" for r in replies], "completions_all": [_choice(r) for r in replies],
-                "price_per_example": price, "time_per_example": [0.0] * len(replies)}
+        return {
+            "completions": [r.text or "" for r in replies],
+            "completions_all": [_choice(r) for r in replies],
+            "price_per_example": price,
+            "time_per_example": [0.0] * len(replies),
+        }
 
     return complete
 
@@ -87,14 +108,21 @@ def length_controlled_minimal(annotations: pd.DataFrame) -> dict[str, float]:
     glm = GLM_INFO["length_controlled_minimal"]
     df = annotations[annotations["preference"].notna()].reset_index(drop=True)
     delta = df["output_1"].str.len() - df["output_2"].str.len()
-    train = pd.DataFrame({"preference": df["preference"].astype(float).replace({0.0: 1.5}) - 1,
-                          "std_delta_len": delta / (delta.std() or 1.0), "not_gamed_baseline": True})
+    train = pd.DataFrame(
+        {
+            "preference": df["preference"].astype(float).replace({0.0: 1.5}) - 1,
+            "std_delta_len": delta / (delta.std() or 1.0),
+            "not_gamed_baseline": True,
+        }
+    )
     test = pd.DataFrame({"std_delta_len": 0.0, "not_gamed_baseline": True}, index=train.index)
     xy_train, x_test = make_dmatrix_for_model(train, test, formula=glm["formula"])
     model = fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True, **glm["kwargs"])
     predicted = model.predict_proba(x_test)[:, 1]
-    return {"length_controlled_winrate": float(predicted.mean() * 100),
-            "lc_standard_error": float(pd.Series(predicted).sem() * 100)}
+    return {
+        "length_controlled_winrate": float(predicted.mean() * 100),
+        "lc_standard_error": float(pd.Series(predicted).sem() * 100),
+    }
 
 
 def _drop_missing(cache: Path) -> None:
@@ -107,9 +135,16 @@ def _drop_missing(cache: Path) -> None:
         cache.write_text(json.dumps(kept, indent=2))
 
 
-def run_alpaca_eval(model_outputs: list[dict[str, Any]], reference_outputs: list[dict[str, Any]], *,
-                    client: ChatClient, judge_model: str, length_control: str, out_dir: Path,
-                    name: str) -> dict[str, Any]:
+def run_alpaca_eval(
+    model_outputs: list[dict[str, Any]],
+    reference_outputs: list[dict[str, Any]],
+    *,
+    client: ChatClient,
+    judge_model: str,
+    length_control: str,
+    out_dir: Path,
+    name: str,
+) -> dict[str, Any]:
     """Annotate ``model_outputs`` against ``reference_outputs`` (matched by instruction) and compute the
     metrics; writes ``out_dir/alpaca_eval.json`` and returns it."""
     import alpaca_eval
@@ -130,25 +165,42 @@ def run_alpaca_eval(model_outputs: list[dict[str, Any]], reference_outputs: list
 
     before = client.usage.as_dict()
     leaderboard, annotations = alpaca_eval.evaluate(
-        model_outputs=model_df, reference_outputs=reference_df, annotators_config=str(_annotator_config(out_dir, judge_model)),
-        name=name, output_path=out_dir, precomputed_leaderboard=None, is_cache_leaderboard=False,
-        is_return_instead_of_print=True, fn_metric=metric, caching_path=out_dir / "annotations_cache.json",
-        fn_completions=completions_fn(client))
+        model_outputs=model_df,
+        reference_outputs=reference_df,
+        annotators_config=str(_annotator_config(out_dir, judge_model)),
+        name=name,
+        output_path=out_dir,
+        precomputed_leaderboard=None,
+        is_cache_leaderboard=False,
+        is_return_instead_of_print=True,
+        fn_metric=metric,
+        caching_path=out_dir / "annotations_cache.json",
+        fn_completions=completions_fn(client),
+    )
     _drop_missing(out_dir / "annotations_cache.json")
     row = leaderboard.loc[name]
     annotations = pd.DataFrame(annotations)
     judged = int(annotations["preference"].notna().sum()) if "preference" in annotations else 0
     usage = {k: v - before[k] for k, v in client.usage.as_dict().items()}
     result = {
-        "name": name, "annotator": ANNOTATOR, "judge_model": judge_model, "length_control": length_control,
-        "n_instructions": len(model_df), "judged": judged, "parse_failures": len(model_df) - judged,
-        "winrate": float(row["win_rate"]), "standard_error": float(row["standard_error"]),
+        "name": name,
+        "annotator": ANNOTATOR,
+        "judge_model": judge_model,
+        "length_control": length_control,
+        "n_instructions": len(model_df),
+        "judged": judged,
+        "parse_failures": len(model_df) - judged,
+        "winrate": float(row["win_rate"]),
+        "standard_error": float(row["standard_error"]),
         "lc_winrate": float(row["length_controlled_winrate"]),
         "lc_standard_error": float(row.get("lc_standard_error", np.nan)),
-        "avg_length": int(row["avg_length"]), "judge_usage": usage,
+        "avg_length": int(row["avg_length"]),
+        "judge_usage": usage,
     }
     if not np.isfinite(result["winrate"]):
-        raise HarnessError(f"AlpacaEval of '{name}': no usable annotation out of {len(model_df)} "
-                           f"(judge replies failed or were unparseable; see {out_dir})")
+        raise HarnessError(
+            f"AlpacaEval of '{name}': no usable annotation out of {len(model_df)} "
+            f"(judge replies failed or were unparseable; see {out_dir})"
+        )
     (out_dir / "alpaca_eval.json").write_text(json.dumps(result, indent=2))
     return result

@@ -77,7 +77,7 @@ def bandit_figure(runs: pd.DataFrame, path: Path) -> None:
             for algorithm, runs_of in runs.groupby("algorithm", sort=False):
                 by_x = runs_of.groupby(x)[metric]
                 mean = by_x.mean()
-                line, = ax.plot(mean.index, mean.values, label=algorithm)
+                (line,) = ax.plot(mean.index, mean.values, label=algorithm)
                 ax.fill_between(mean.index, by_x.min().values, by_x.max().values, color=line.get_color(), alpha=0.2)
             ax.set_yscale("log")
             ax.set_xlabel(xlabel)
@@ -92,8 +92,9 @@ def bandit_figure(runs: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_bandit_report(results: Path, algorithms: list[str], seeds: list[int], out_csv: Path,
-                        out_md: Path, out_png: Path) -> pd.DataFrame:
+def write_bandit_report(
+    results: Path, algorithms: list[str], seeds: list[int], out_csv: Path, out_md: Path, out_png: Path
+) -> pd.DataFrame:
     runs = load_runs(results, algorithms, seeds)
     order = [display_name(a) for a in algorithms]
     table = bandit_table(runs).set_index("algorithm").loc[order].reset_index()

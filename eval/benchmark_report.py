@@ -28,9 +28,11 @@ TOP_GROUP = ("ppo", "rloo_k4", "rebel")
 """Right of Figure 2's dashed line: winrates comparable to REBEL's (§5.1)."""
 CLAIM_BASELINES = ("ppo", "rloo_k4")
 """§5.1: 'Compared to PPO and RLOO (k=4), REBEL demonstrates shorter runtimes and lower peak memory usage.'"""
-PHASES = (("generation", "generation (sampling)", "#4c72b0"),
-          ("scoring", "scoring (log π_t, log π_0, RM, critic)", "#8fb0d9"),
-          ("update", "policy update", "#dd8452"))
+PHASES = (
+    ("generation", "generation (sampling)", "#4c72b0"),
+    ("scoring", "scoring (log π_t, log π_0, RM, critic)", "#8fb0d9"),
+    ("update", "policy update", "#dd8452"),
+)
 REQUIRED = ("shape", "device", "settings", "algorithms", "note")
 
 
@@ -71,19 +73,31 @@ def benchmark_table(results: list[dict[str, Any]]) -> pd.DataFrame:
         for name in order:
             entry, label = by_name[name], display_name(name)
             winrate, size = winrates.get(label, (float("nan"), ""))
-            rows.append({
-                "shape": result["shape"], "device": result["device"]["name"], "algorithm": label,
-                "paper_winrate": winrate, "paper_winrate_size": size,
-                "group": "top" if name in TOP_GROUP else ("lower" if name in FIGURE2_ALGORITHMS else ""),
-                "samples_per_prompt": entry["samples_per_prompt"], "update_passes": entry["update_passes"],
-                "generation_s": entry["generation_s"], "scoring_s": entry["scoring_s"], "update_s": entry["update_s"],
-                "total_s": entry["total_s"],
-                **{f"cpu_{p}_s": entry.get(f"cpu_{p}_s", float("nan")) for p in ("generation", "scoring", "update", "total")},
-                "peak_memory_gib": entry["peak_memory_gib"], "memory_kind": entry["memory_kind"],
-                "time_basis": "CPU seconds" if basis else "wall seconds",
-                "rebel_time_ratio": rebel[f"{basis}total_s"] / entry[f"{basis}total_s"],
-                "rebel_memory_ratio": rebel["peak_memory_gib"] / entry["peak_memory_gib"],
-            })
+            rows.append(
+                {
+                    "shape": result["shape"],
+                    "device": result["device"]["name"],
+                    "algorithm": label,
+                    "paper_winrate": winrate,
+                    "paper_winrate_size": size,
+                    "group": "top" if name in TOP_GROUP else ("lower" if name in FIGURE2_ALGORITHMS else ""),
+                    "samples_per_prompt": entry["samples_per_prompt"],
+                    "update_passes": entry["update_passes"],
+                    "generation_s": entry["generation_s"],
+                    "scoring_s": entry["scoring_s"],
+                    "update_s": entry["update_s"],
+                    "total_s": entry["total_s"],
+                    **{
+                        f"cpu_{p}_s": entry.get(f"cpu_{p}_s", float("nan"))
+                        for p in ("generation", "scoring", "update", "total")
+                    },
+                    "peak_memory_gib": entry["peak_memory_gib"],
+                    "memory_kind": entry["memory_kind"],
+                    "time_basis": "CPU seconds" if basis else "wall seconds",
+                    "rebel_time_ratio": rebel[f"{basis}total_s"] / entry[f"{basis}total_s"],
+                    "rebel_memory_ratio": rebel["peak_memory_gib"] / entry["peak_memory_gib"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -98,9 +112,16 @@ def claims_table(table: pd.DataFrame) -> pd.DataFrame:
             row = match.iloc[0]
             for what, column in (("time", "rebel_time_ratio"), ("memory", "rebel_memory_ratio")):
                 basis = f" ({row.time_basis})" if what == "time" else ""
-                rows.append({"shape": shape, "device": row.device, "ratio": f"REBEL / {row.algorithm} {what}{basis}",
-                             "measured": row[column], "paper_claim": "< 1 (REBEL faster / less memory, §5.1)",
-                             "holds": bool(row[column] < 1)})
+                rows.append(
+                    {
+                        "shape": shape,
+                        "device": row.device,
+                        "ratio": f"REBEL / {row.algorithm} {what}{basis}",
+                        "measured": row[column],
+                        "paper_claim": "< 1 (REBEL faster / less memory, §5.1)",
+                        "holds": bool(row[column] < 1),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -123,10 +144,12 @@ def _plot(results: list[dict[str, Any]], table: pd.DataFrame, png: Path) -> None
         for i, peak in enumerate(rows.peak_memory_gib):
             mem_ax.annotate(f"{peak:.3g}", (i, peak), ha="center", va="bottom", fontsize=8)
         settings = result["settings"]
-        where = (f"{result['device']['name']} · {result['shape']} shape, random init (timing only) · "
-                 f"{settings['prompts_per_iteration']} prompts × {settings['prompt_length']} tokens, "
-                 f"{settings['response_length']} new tokens · mean of {settings['iterations_averaged']} iteration(s) "
-                 f"after {settings['warmup_iterations']} warm-up, {settings['repeats']} round(s)")
+        where = (
+            f"{result['device']['name']} · {result['shape']} shape, random init (timing only) · "
+            f"{settings['prompts_per_iteration']} prompts × {settings['prompt_length']} tokens, "
+            f"{settings['response_length']} new tokens · mean of {settings['iterations_averaged']} iteration(s) "
+            f"after {settings['warmup_iterations']} warm-up, {settings['repeats']} round(s)"
+        )
         time_ax.set_title(where, loc="left", fontsize=9)
         time_ax.set_ylabel("CPU time per iteration (s, user + system)" if cpu else "time per iteration (s)")
         mem_ax.set_ylabel("peak GPU memory allocated (GiB)" if gpu else "peak resident memory, RSS (GiB)")
@@ -138,9 +161,12 @@ def _plot(results: list[dict[str, Any]], table: pd.DataFrame, png: Path) -> None
             if split and split[0] > 0:
                 ax.axvline(split[0] - 0.5, color="black", linestyle="--", linewidth=1)
         time_ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("Figure 2 reproduction: runtime and peak memory of one policy iteration. Methods in ascending "
-                 "paper winrate\n(Table 1 TL;DR: 2.8B; REINFORCE and RLOO at 6.9B); right of the dashed line: "
-                 "winrates comparable to REBEL's (PPO, RLOO k=4, REBEL)", fontsize=10)
+    fig.suptitle(
+        "Figure 2 reproduction: runtime and peak memory of one policy iteration. Methods in ascending "
+        "paper winrate\n(Table 1 TL;DR: 2.8B; REINFORCE and RLOO at 6.9B); right of the dashed line: "
+        "winrates comparable to REBEL's (PPO, RLOO k=4, REBEL)",
+        fontsize=10,
+    )
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=150)
@@ -151,21 +177,54 @@ def _plot(results: list[dict[str, Any]], table: pd.DataFrame, png: Path) -> None
 def _markdown(table: pd.DataFrame, claims: pd.DataFrame, results: list[dict[str, Any]]) -> str:
     lines = ["# Figure 2: runtime and peak memory per policy iteration", ""]
     for result in results:
-        lines += [f"- `{result['shape']}` on {result['device']['name']} ({result['date']}; torch "
-                  f"{result['versions']['torch']}, transformers {result['versions']['transformers']}, peft "
-                  f"{result['versions']['peft']}): {result['note']}. Memory: {result['memory_measured']}."]
-    shown = table.drop(columns=["device", "memory_kind", "group", "time_basis", "cpu_generation_s", "cpu_scoring_s",
-                                "cpu_update_s"]).dropna(axis=1, how="all").rename(columns={
-        "paper_winrate": "paper winrate %", "paper_winrate_size": "at", "samples_per_prompt": "k",
-        "update_passes": "passes", "generation_s": "generation s", "scoring_s": "scoring s", "update_s": "update s",
-        "total_s": "total s", "cpu_total_s": "total CPU s", "peak_memory_gib": "peak GiB",
-        "rebel_time_ratio": "REBEL/this time",
-        "rebel_memory_ratio": "REBEL/this memory"})
-    lines += ["", shown.to_markdown(index=False, floatfmt=".3g"), "",
-              "Methods in paper Figure 2's order (ascending paper winrate); REBEL/this < 1: REBEL faster or smaller. "
-              "Seconds per phase are wall seconds; on a CPU the time ratios use the process's CPU seconds "
-              "(total CPU s), which other processes on a shared machine disturb less.",
-              "", "## Against the paper's claim (§5.1)", "", claims.to_markdown(index=False, floatfmt=".3f"), ""]
+        lines += [
+            f"- `{result['shape']}` on {result['device']['name']} ({result['date']}; torch "
+            f"{result['versions']['torch']}, transformers {result['versions']['transformers']}, peft "
+            f"{result['versions']['peft']}): {result['note']}. Memory: {result['memory_measured']}."
+        ]
+    shown = (
+        table.drop(
+            columns=[
+                "device",
+                "memory_kind",
+                "group",
+                "time_basis",
+                "cpu_generation_s",
+                "cpu_scoring_s",
+                "cpu_update_s",
+            ]
+        )
+        .dropna(axis=1, how="all")
+        .rename(
+            columns={
+                "paper_winrate": "paper winrate %",
+                "paper_winrate_size": "at",
+                "samples_per_prompt": "k",
+                "update_passes": "passes",
+                "generation_s": "generation s",
+                "scoring_s": "scoring s",
+                "update_s": "update s",
+                "total_s": "total s",
+                "cpu_total_s": "total CPU s",
+                "peak_memory_gib": "peak GiB",
+                "rebel_time_ratio": "REBEL/this time",
+                "rebel_memory_ratio": "REBEL/this memory",
+            }
+        )
+    )
+    lines += [
+        "",
+        shown.to_markdown(index=False, floatfmt=".3g"),
+        "",
+        "Methods in paper Figure 2's order (ascending paper winrate); REBEL/this < 1: REBEL faster or smaller. "
+        "Seconds per phase are wall seconds; on a CPU the time ratios use the process's CPU seconds "
+        "(total CPU s), which other processes on a shared machine disturb less.",
+        "",
+        "## Against the paper's claim (§5.1)",
+        "",
+        claims.to_markdown(index=False, floatfmt=".3f"),
+        "",
+    ]
     return "\n".join(lines)
 
 

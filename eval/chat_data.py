@@ -42,9 +42,16 @@ def embedded_instructions(test_rows: list[dict[str, Any]], n: int, seed: int) ->
     if n > len(test_rows):
         raise HarnessError(f"chat_eval.alpaca.n_instructions = {n} exceeds the {len(test_rows)} test prompts")
     index = sorted(random.Random(seed).sample(range(len(test_rows)), n))
-    return [{"instruction": D.prompt_text(test_rows[i]), "output": test_rows[i]["reference"],
-             "generator": "human_reference", "dataset": "embedded_tldr", "row": _row_fields(test_rows[i])}
-            for i in index]
+    return [
+        {
+            "instruction": D.prompt_text(test_rows[i]),
+            "output": test_rows[i]["reference"],
+            "generator": "human_reference",
+            "dataset": "embedded_tldr",
+            "row": _row_fields(test_rows[i]),
+        }
+        for i in index
+    ]
 
 
 def embedded_questions(test_rows: list[dict[str, Any]], n_per_category: int, seed: int) -> list[dict[str, Any]]:
@@ -58,16 +65,27 @@ def embedded_questions(test_rows: list[dict[str, Any]], n_per_category: int, see
     for i in range(len(MT_BENCH_CATEGORIES) * n_per_category):
         rows = [test_rows[order[(2 * i + t) % len(order)]] for t in range(2)]
         category = MT_BENCH_CATEGORIES[i // n_per_category]
-        question = {"question_id": 81 + i, "category": category, "turns": [D.prompt_text(r) for r in rows],
-                    "rows": [_row_fields(r) for r in rows]}
+        question = {
+            "question_id": 81 + i,
+            "category": category,
+            "turns": [D.prompt_text(r) for r in rows],
+            "rows": [_row_fields(r) for r in rows],
+        }
         if category in NEED_REF_CATS:
             question["reference"] = [r["reference"] for r in rows]
         questions.append(question)
     return questions
 
 
-def generate_answers(cfg: dict[str, Any], policy: torch.nn.Module, tokenizer, rows: list[dict[str, Any]],
-                     *, seed: int, max_new_tokens: int) -> list[str]:
+def generate_answers(
+    cfg: dict[str, Any],
+    policy: torch.nn.Module,
+    tokenizer,
+    rows: list[dict[str, Any]],
+    *,
+    seed: int,
+    max_new_tokens: int,
+) -> list[str]:
     """One answer per prompt row, sampled as in the Table 1 evaluation (:func:`eval.evaluate.sample_eval_responses`).
 
     Embedded rows are TL;DR posts (``subreddit``, ``title``, ``post``), encoded as in training.
@@ -75,9 +93,12 @@ def generate_answers(cfg: dict[str, Any], policy: torch.nn.Module, tokenizer, ro
     from eval.evaluate import sample_eval_responses
 
     if cfg["data"]["source"] != "synthetic":
-        raise HarnessError("chat answers are generated for the embedded task only; the chat training setting "
-                           "(a chat model and its template) is a later issue")
+        raise HarnessError(
+            "chat answers are generated for the embedded task only; the chat training setting "
+            "(a chat model and its template) is a later issue"
+        )
     device = next(policy.parameters()).device
-    _, _, r_ids, r_mask, _ = sample_eval_responses(cfg, policy, tokenizer, rows, seed=seed,
-                                                   max_new_tokens=max_new_tokens, device=device)
+    _, _, r_ids, r_mask, _ = sample_eval_responses(
+        cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=max_new_tokens, device=device
+    )
     return D.decode_responses(tokenizer, r_ids, r_mask)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from eval import chat_data
 from eval.judge_client import ChatClient, Endpoint
@@ -74,15 +75,15 @@ def judge_client(cfg: dict[str, Any], cache_path: Path, model: str) -> Iterator[
         from eval.judge_server import LoopbackJudgeServer
 
         with LoopbackJudgeServer(list(CHAT_GRADERS)) as server:
-            endpoint = Endpoint.from_config(section | {"base_url": server.base_url, "model": model},
-                                            "chat_eval.judge")
+            endpoint = Endpoint.from_config(section | {"base_url": server.base_url, "model": model}, "chat_eval.judge")
             yield ChatClient(endpoint, cache_path)
     else:
         yield ChatClient(Endpoint.from_config(section | {"model": model}, "chat_eval.judge"), cache_path)
 
 
-def evaluate_chat(cfg: dict[str, Any], policy_ref: Path, *, seed: int, name: str, data_dir: Path, sets_dir: Path,
-                  out: Path) -> dict[str, Any]:
+def evaluate_chat(
+    cfg: dict[str, Any], policy_ref: Path, *, seed: int, name: str, data_dir: Path, sets_dir: Path, out: Path
+) -> dict[str, Any]:
     """AlpacaEval 2.0 and MT-Bench of one policy: ``out/alpaca_eval.json``, ``out/mt_bench.json`` and their
     generations and judgments."""
     from eval.alpaca import run_alpaca_eval
@@ -93,26 +94,56 @@ def evaluate_chat(cfg: dict[str, Any], policy_ref: Path, *, seed: int, name: str
     questions = D.read_jsonl(sets_dir / QUESTIONS)
     for item in (*instructions, *questions):
         if "row" not in item and "rows" not in item:
-            raise HarnessError("chat answers are generated for the embedded task only; the chat training setting "
-                               "(a chat model and its template) is a later issue")
+            raise HarnessError(
+                "chat answers are generated for the embedded task only; the chat training setting "
+                "(a chat model and its template) is a later issue"
+            )
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     policy = M.load_policy(M.read_model_ref(policy_ref), cfg["model"]["dtype"])
     policy = policy.to(M.resolve_device(cfg["runtime"]["device"])).eval()
-    outputs = chat_data.generate_answers(cfg, policy, tokenizer, [i["row"] for i in instructions], seed=seed,
-                                         max_new_tokens=chat["alpaca"]["max_new_tokens"])
-    turns = chat_data.generate_answers(cfg, policy, tokenizer, [r for q in questions for r in q["rows"]],
-                                       seed=seed, max_new_tokens=chat["mt_bench"]["max_new_tokens"])
-    answers = [turns[2 * i: 2 * i + 2] for i in range(len(questions))]
+    outputs = chat_data.generate_answers(
+        cfg,
+        policy,
+        tokenizer,
+        [i["row"] for i in instructions],
+        seed=seed,
+        max_new_tokens=chat["alpaca"]["max_new_tokens"],
+    )
+    turns = chat_data.generate_answers(
+        cfg,
+        policy,
+        tokenizer,
+        [r for q in questions for r in q["rows"]],
+        seed=seed,
+        max_new_tokens=chat["mt_bench"]["max_new_tokens"],
+    )
+    answers = [turns[2 * i : 2 * i + 2] for i in range(len(questions))]
     model_outputs = [{**i, "output": o, "generator": name} for i, o in zip(instructions, outputs)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "alpaca_outputs.json").write_text(json.dumps(model_outputs, indent=1))
-    D.write_jsonl(out / "mt_bench_answers.jsonl",
-                  ({"question_id": q["question_id"], "model_id": name, "turns": a} for q, a in zip(questions, answers)))
+    D.write_jsonl(
+        out / "mt_bench_answers.jsonl",
+        ({"question_id": q["question_id"], "model_id": name, "turns": a} for q, a in zip(questions, answers)),
+    )
     cache = sets_dir / JUDGE_CACHE
     with judge_client(cfg, cache, chat["alpaca"]["judge_model"]) as client:
-        alpaca = run_alpaca_eval(model_outputs, instructions, client=client, judge_model=chat["alpaca"]["judge_model"],
-                                 length_control=chat["alpaca"]["length_control"], out_dir=out, name=name)
+        alpaca = run_alpaca_eval(
+            model_outputs,
+            instructions,
+            client=client,
+            judge_model=chat["alpaca"]["judge_model"],
+            length_control=chat["alpaca"]["length_control"],
+            out_dir=out,
+            name=name,
+        )
     with judge_client(cfg, cache, chat["mt_bench"]["judge_model"]) as client:
-        mt = run_mt_bench(questions, answers, client=client, judge_model=chat["mt_bench"]["judge_model"],
-                          judge_max_tokens=chat["mt_bench"]["judge_max_tokens"], out_dir=out, name=name)
+        mt = run_mt_bench(
+            questions,
+            answers,
+            client=client,
+            judge_model=chat["mt_bench"]["judge_model"],
+            judge_max_tokens=chat["mt_bench"]["judge_max_tokens"],
+            out_dir=out,
+            name=name,
+        )
     return {"alpaca_eval": alpaca, "mt_bench": mt}

@@ -31,13 +31,20 @@ BT_TEMPERATURE = 0.1
 
 _ALPACA = re.compile(
     r'"instruction": """(?P<instruction>.*?)""",\s*\}.*?"model_identifier": "m",\s*"output": """(?P<output_1>.*?)"""'
-    r'.*?"model_identifier": "M",\s*"output": """(?P<output_2>.*?)"""', re.DOTALL)
-_SINGLE = re.compile(r"\[Question\]\n(?P<question>.*?)\n\n(?:\[The Start of Reference Answer\]\n.*?\n\n)?"
-                     r"\[The Start of Assistant's Answer\]\n(?P<answer>.*?)\n\[The End of Assistant's Answer\]",
-                     re.DOTALL)
-_MULTI = re.compile(r"<\|The Start of Assistant A's Conversation with User\|>\n\n### User:\n(?P<question_1>.*?)"
-                    r"\n\n### Assistant A:\n(?P<answer_1>.*?)\n\n### User:\n(?P<question_2>.*?)"
-                    r"\n\n### Assistant A:\n(?P<answer_2>.*?)\n\n<\|The End of Assistant A's Conversation", re.DOTALL)
+    r'.*?"model_identifier": "M",\s*"output": """(?P<output_2>.*?)"""',
+    re.DOTALL,
+)
+_SINGLE = re.compile(
+    r"\[Question\]\n(?P<question>.*?)\n\n(?:\[The Start of Reference Answer\]\n.*?\n\n)?"
+    r"\[The Start of Assistant's Answer\]\n(?P<answer>.*?)\n\[The End of Assistant's Answer\]",
+    re.DOTALL,
+)
+_MULTI = re.compile(
+    r"<\|The Start of Assistant A's Conversation with User\|>\n\n### User:\n(?P<question_1>.*?)"
+    r"\n\n### Assistant A:\n(?P<answer_1>.*?)\n\n### User:\n(?P<question_2>.*?)"
+    r"\n\n### Assistant A:\n(?P<answer_2>.*?)\n\n<\|The End of Assistant A's Conversation",
+    re.DOTALL,
+)
 
 
 def _text(request: dict[str, Any]) -> str:
@@ -50,8 +57,9 @@ def alpaca_judgment(request: dict[str, Any]) -> tuple[str, list[dict[str, float]
     if match is None:
         return None
     instruction = match["instruction"]
-    margin = (task.gold_quality(instruction, match["output_1"])
-              - task.gold_quality(instruction, match["output_2"])) / BT_TEMPERATURE
+    margin = (
+        task.gold_quality(instruction, match["output_1"]) - task.gold_quality(instruction, match["output_2"])
+    ) / BT_TEMPERATURE
     log_m = -math.log1p(math.exp(-margin)) if margin > -700 else margin
     log_big_m = -math.log1p(math.exp(margin)) if margin < 700 else -margin
     return ("m" if log_m >= log_big_m else "M"), [{"m": log_m, "M": log_big_m}]

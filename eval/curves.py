@@ -44,8 +44,11 @@ METRIC_LABELS = {
     "gold_quality": "gold quality (hidden task score)",
     "rm_score": "RM score (reward model)",
 }
-X_LABELS = {"reward_model_calls": "reward-model queries", "preference_queries": "preference queries",
-            "prompts": "preference pairs"}
+X_LABELS = {
+    "reward_model_calls": "reward-model queries",
+    "preference_queries": "preference queries",
+    "prompts": "preference pairs",
+}
 COLUMNS = ["algorithm", "iterations", "x", "x_label", "metric", "iqm", "ci_low", "ci_high", "n_seeds"]
 PANEL_COLUMNS = 4
 
@@ -53,14 +56,19 @@ PANEL_COLUMNS = 4
 def read_curve(path: Path) -> pd.DataFrame:
     """One run's ``curve.jsonl``; one-line error naming the file when it is missing or incomplete."""
     if not path.is_file():
-        raise HarnessError(f"'{path}' is missing (written by training runs with eval.curve.every set); "
-                           "rerun the train stage of that run")
+        raise HarnessError(
+            f"'{path}' is missing (written by training runs with eval.curve.every set); "
+            "rerun the train stage of that run"
+        )
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     df = pd.DataFrame(lines)
     missing = [key for key in ("iterations", "prompts", "reward_model_calls", "rm_score") if key not in df]
     if not lines or missing:
-        raise HarnessError(f"'{path}' has " + ("no points" if not lines else f"no '{missing[0]}'")
-                           + " (written by an older or interrupted run); rerun the train stage of that run")
+        raise HarnessError(
+            f"'{path}' has "
+            + ("no points" if not lines else f"no '{missing[0]}'")
+            + " (written by an older or interrupted run); rerun the train stage of that run"
+        )
     return df
 
 
@@ -108,9 +116,19 @@ def curve_aggregates(df: pd.DataFrame, metric: str) -> pd.DataFrame:
                 iqm = low = high = float(values[0])
             else:
                 iqm, low, high = iqm_intervals({"point": values})["point"]
-            rows.append({"algorithm": algorithm, "iterations": int(iterations), "x": float(group[x].mean()),
-                         "x_label": X_LABELS[x], "metric": metric, "iqm": iqm, "ci_low": low, "ci_high": high,
-                         "n_seeds": len(values)})
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "iterations": int(iterations),
+                    "x": float(group[x].mean()),
+                    "x_label": X_LABELS[x],
+                    "metric": metric,
+                    "iqm": iqm,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_seeds": len(values),
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -142,9 +160,11 @@ def write_curves(cfg: dict[str, Any], results: Path, algorithms: list[str], png:
     nrows = math.ceil((len(algorithms) + 1) / ncols) if len(algorithms) > ncols else 1
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.1 * nrows + 0.9), sharey=True, squeeze=False)
     flat = axes.ravel()
-    handles = {"IQM over seeds": Line2D([], [], color="0.3", lw=2, marker="o", ms=3),
-               "95% CI (stratified bootstrap)": Patch(color="0.3", alpha=0.2, lw=0),
-               "each seed": Line2D([], [], color="0.3", lw=0.8, alpha=0.6)}
+    handles = {
+        "IQM over seeds": Line2D([], [], color="0.3", lw=2, marker="o", ms=3),
+        "95% CI (stratified bootstrap)": Patch(color="0.3", alpha=0.2, lw=0),
+        "each seed": Line2D([], [], color="0.3", lw=0.8, alpha=0.6),
+    }
     for ax, algorithm in zip(flat, algorithms):
         color = f"C{cfg['algorithms'].index(algorithm) % 10}" if algorithm in cfg["algorithms"] else "C0"
         agg = points[points.algorithm == algorithm].sort_values("iterations")
@@ -156,8 +176,7 @@ def write_curves(cfg: dict[str, Any], results: Path, algorithms: list[str], png:
         ax.plot(agg.x, agg.iqm, "-o", color=color, lw=2, ms=3)
         start = agg[agg.iterations == 0]
         if len(start):
-            handles["policy before training (SFT), IQM"] = ax.axhline(start.iqm.iloc[0], color="0.35", ls=":",
-                                                                      lw=1.2)
+            handles["policy before training (SFT), IQM"] = ax.axhline(start.iqm.iloc[0], color="0.35", ls=":", lw=1.2)
         if ceiling is not None:
             handles[f"ceiling (oracle summaries): {ceiling:.3g}"] = ax.axhline(ceiling, color="k", ls="--", lw=1)
         ax.set_title(f"{display_name(algorithm)} ({runs.seed.nunique()} seeds)", fontsize=10)
@@ -168,7 +187,7 @@ def write_curves(cfg: dict[str, Any], results: Path, algorithms: list[str], png:
     for ax in flat[::ncols]:
         ax.set_ylabel(METRIC_LABELS[metric], fontsize=9)
     legend = list(zip(handles.values(), handles.keys()))
-    spare = flat[len(algorithms):]
+    spare = flat[len(algorithms) :]
     for ax in spare:
         ax.axis("off")
     if len(spare):
@@ -177,9 +196,11 @@ def write_curves(cfg: dict[str, Any], results: Path, algorithms: list[str], png:
         fig.legend(*zip(*legend), loc="lower center", ncol=len(legend), fontsize=9, frameon=False)
     n_prompts = int(df.n_prompts.max()) if "n_prompts" in df and df.n_prompts.notna().all() else None
     prompts = f"{n_prompts} validation prompts" if n_prompts else "validation prompts"
-    fig.suptitle(f"Learning curves: {METRIC_LABELS[metric].split(' [')[0]} on {prompts} during training\n"
-                 f"config '{cfg['name']}' (model {cfg['model_size']}, seeds {', '.join(map(str, seeds))})",
-                 fontsize=11)
+    fig.suptitle(
+        f"Learning curves: {METRIC_LABELS[metric].split(' [')[0]} on {prompts} during training\n"
+        f"config '{cfg['name']}' (model {cfg['model_size']}, seeds {', '.join(map(str, seeds))})",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0.05 if not len(spare) else 0, 1, 1))
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)

@@ -40,15 +40,18 @@ from rebel.loop import micro_batches, score_batches
 from rebel.rl_math import kl_k1, sequence_logratio
 
 
-def test_subset(rows: list[dict[str, Any]], n: int, seed: int, key: str | None = None,
-                split: str = "") -> list[dict[str, Any]]:
+def test_subset(
+    rows: list[dict[str, Any]], n: int, seed: int, key: str | None = None, split: str = ""
+) -> list[dict[str, Any]]:
     """A seeded subset of an evaluation split, independent of the policy being evaluated.
 
     With ``key`` (the config key that asks for ``n``), a split of fewer than ``n`` rows is an error
     naming it; without, the whole split is taken (the search's validation prompts)."""
     if key is not None and n > len(rows):
-        raise HarnessError(f"{key}: {n} is more than the {len(rows)} prompts of the {split or 'evaluation'} split; "
-                           f"allowed: 1 to {len(rows)}")
+        raise HarnessError(
+            f"{key}: {n} is more than the {len(rows)} prompts of the {split or 'evaluation'} split; "
+            f"allowed: 1 to {len(rows)}"
+        )
     index = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     return [rows[i] for i in index]
 
@@ -85,8 +88,7 @@ def tie_aware_winrate(wins: int, ties: int, judged: int) -> tuple[float, float, 
     return rate, low, high
 
 
-def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list[str],
-            seed: int) -> dict[str, Any]:
+def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list[str], seed: int) -> dict[str, Any]:
     """Winrate of ``policy`` over ``reference`` (percent) with per-example A/B order from ``seed``,
     and its 95% interval (:func:`tie_aware_winrate`). ``outcomes`` are the judge's decisions (1 win,
     0 loss, None unparseable); ``tie`` marks the examples the judge calls ties (None: it cannot tell),
@@ -103,40 +105,71 @@ def winrate(judge: Judge, prompts: list[str], policy: list[str], reference: list
     valid = [(o, t) for o, t in zip(outcomes, tie, strict=True) if o is not None]
     ties = sum(t for _, t in valid)
     rate, low, high = tie_aware_winrate(int(sum(o for o, t in valid if not t)), ties, len(valid))
-    return {"winrate": 100.0 * rate, "winrate_ci_low": 100.0 * low, "winrate_ci_high": 100.0 * high,
-            "judged": len(valid), "ties": ties if known is not None else None,
-            "parse_failures": len(outcomes) - len(valid),
-            "outcomes": outcomes, "tie": known, "policy_is_a": policy_is_a}
+    return {
+        "winrate": 100.0 * rate,
+        "winrate_ci_low": 100.0 * low,
+        "winrate_ci_high": 100.0 * high,
+        "judged": len(valid),
+        "ties": ties if known is not None else None,
+        "parse_failures": len(outcomes) - len(valid),
+        "outcomes": outcomes,
+        "tie": known,
+        "policy_is_a": policy_is_a,
+    }
 
 
 @torch.no_grad()
-def sample_eval_responses(cfg: dict[str, Any], policy: torch.nn.Module, tokenizer, rows: list[dict[str, Any]], *,
-                          seed: int, max_new_tokens: int, device: torch.device,
-                          temperature: float | None = None) -> tuple[torch.Tensor, ...]:
+def sample_eval_responses(
+    cfg: dict[str, Any],
+    policy: torch.nn.Module,
+    tokenizer,
+    rows: list[dict[str, Any]],
+    *,
+    seed: int,
+    max_new_tokens: int,
+    device: torch.device,
+    temperature: float | None = None,
+) -> tuple[torch.Tensor, ...]:
     """One response per prompt row at ``temperature`` (default ``eval.temperature``), drawn from ``seed``
     (the same draws for every policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``."""
     prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
     torch.manual_seed(seed)
     backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
     return sample_responses(
-        backend, policy, prompt_ids, prompt_mask, samples_per_prompt=1,
+        backend,
+        policy,
+        prompt_ids,
+        prompt_mask,
+        samples_per_prompt=1,
         temperature=cfg["eval"]["temperature"] if temperature is None else temperature,
-        max_new_tokens=max_new_tokens, batch_size=cfg["eval"]["batch_size"],
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        max_new_tokens=max_new_tokens,
+        batch_size=cfg["eval"]["batch_size"],
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 @torch.no_grad()
-def penalized_rm_scores(cfg: dict[str, Any], reward_model: torch.nn.Module, chunks: list[tuple[torch.Tensor, ...]],
-                        has_eos: torch.Tensor) -> torch.Tensor:
+def penalized_rm_scores(
+    cfg: dict[str, Any], reward_model: torch.nn.Module, chunks: list[tuple[torch.Tensor, ...]], has_eos: torch.Tensor
+) -> torch.Tensor:
     """The reward model's score of each response, Γ (``policy.missing_eos_penalty``) where it has no EOS."""
     rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
     return torch.where(has_eos, rm, torch.full_like(rm, cfg["policy"]["missing_eos_penalty"]))
 
 
 @torch.no_grad()
-def score_responses(cfg: dict[str, Any], reward_model: torch.nn.Module, rows: list[dict[str, Any]],
-                    chunks: list[tuple[torch.Tensor, ...]], texts: list[str], has_eos: torch.Tensor, *,
-                    judge: Judge | None, seed: int) -> tuple[torch.Tensor, dict[str, Any] | None, dict[str, Any]]:
+def score_responses(
+    cfg: dict[str, Any],
+    reward_model: torch.nn.Module,
+    rows: list[dict[str, Any]],
+    chunks: list[tuple[torch.Tensor, ...]],
+    texts: list[str],
+    has_eos: torch.Tensor,
+    *,
+    judge: Judge | None,
+    seed: int,
+) -> tuple[torch.Tensor, dict[str, Any] | None, dict[str, Any]]:
     """RM scores (Γ without EOS), the judge's winrate over the references (when a judge is given) and,
     on the synthetic task, gold quality of responses to ``rows``: ``(scores, judged, summary)``."""
     scores = penalized_rm_scores(cfg, reward_model, chunks, has_eos)
@@ -145,15 +178,22 @@ def score_responses(cfg: dict[str, Any], reward_model: torch.nn.Module, rows: li
     judged = None
     if judge is not None:
         judged = winrate(judge, prompts, texts, [r["reference"] for r in rows], seed)
-        summary |= {"judge": judge.name, "winrate": judged["winrate"], "winrate_ci_low": judged["winrate_ci_low"],
-                    "winrate_ci_high": judged["winrate_ci_high"], "judged": judged["judged"],
-                    "ties": judged["ties"], "judge_parse_failures": judged["parse_failures"]}
+        summary |= {
+            "judge": judge.name,
+            "winrate": judged["winrate"],
+            "winrate_ci_low": judged["winrate_ci_low"],
+            "winrate_ci_high": judged["winrate_ci_high"],
+            "judged": judged["judged"],
+            "ties": judged["ties"],
+            "judge_parse_failures": judged["parse_failures"],
+        }
         if judge.usage() is not None:
             summary["judge_usage"] = judge.usage()
     summary |= {"rm_score": scores.mean().item(), "eos_rate": has_eos.float().mean().item()}
     if cfg["data"]["source"] == "synthetic":
-        summary["gold_quality"] = float(np.mean([task.gold_quality(p, t, bool(e))
-                                                 for p, t, e in zip(prompts, texts, has_eos.tolist())]))
+        summary["gold_quality"] = float(
+            np.mean([task.gold_quality(p, t, bool(e)) for p, t, e in zip(prompts, texts, has_eos.tolist())])
+        )
     return scores, judged, summary
 
 
@@ -169,8 +209,13 @@ class CurveEvaluator:
     def __init__(self, cfg: dict[str, Any], data_dir: Path, rm_ref: Path, device: torch.device, seed: int) -> None:
         self.cfg, self.seed, self.device = cfg, seed, device
         self.tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
-        self.rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"],
-                                cfg["data"]["seed"], key="eval.curve.n_prompts", split="validation")
+        self.rows = test_subset(
+            D.read_jsonl(data_dir / "val.jsonl"),
+            cfg["eval"]["curve"]["n_prompts"],
+            cfg["data"]["seed"],
+            key="eval.curve.n_prompts",
+            split="validation",
+        )
         self.reward_model = M.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
         judge = cfg["eval"]["judge"]
         self.judge = GoldJudge() if judge["type"] == "gold" else None
@@ -181,12 +226,19 @@ class CurveEvaluator:
         policy.eval()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             p_ids, p_mask, r_ids, r_mask, has_eos = sample_eval_responses(
-                self.cfg, policy, self.tokenizer, self.rows, seed=self.seed,
-                max_new_tokens=self.cfg["data"]["response_length"], device=self.device)
+                self.cfg,
+                policy,
+                self.tokenizer,
+                self.rows,
+                seed=self.seed,
+                max_new_tokens=self.cfg["data"]["response_length"],
+                device=self.device,
+            )
         chunks = micro_batches(self.cfg["eval"]["batch_size"], p_ids, p_mask, r_ids, r_mask)
         texts = D.decode_responses(self.tokenizer, r_ids, r_mask)
-        _, _, summary = score_responses(self.cfg, self.reward_model, self.rows, chunks, texts, has_eos,
-                                        judge=self.judge, seed=self.seed)
+        _, _, summary = score_responses(
+            self.cfg, self.reward_model, self.rows, chunks, texts, has_eos, judge=self.judge, seed=self.seed
+        )
         policy.train(was_training)
         return {key: value for key, value in summary.items() if not key.startswith("winrate_ci")}
 
@@ -197,13 +249,28 @@ def kl_sample_seed(seed: int) -> int:
 
 
 @torch.no_grad()
-def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_dir: Path, sft_ref: Path,
-                    rm_ref: Path, judge: Judge, out: Path, split: str = "test") -> dict[str, Any]:
+def evaluate_policy(
+    cfg: dict[str, Any],
+    policy_ref: Path,
+    *,
+    seed: int,
+    data_dir: Path,
+    sft_ref: Path,
+    rm_ref: Path,
+    judge: Judge,
+    out: Path,
+    split: str = "test",
+) -> dict[str, Any]:
     """Evaluate a policy on the ``split`` prompts (``val`` for the hyperparameter search);
     writes ``out/generations.jsonl``, ``out/kl_samples.jsonl`` and ``out/eval.json``."""
     # Table 1 needs all of eval.n_prompts; the search (val) takes at most that many validation prompts.
-    rows = test_subset(D.read_jsonl(data_dir / f"{split}.jsonl"), cfg["eval"]["n_prompts"], cfg["data"]["seed"],
-                       key="eval.n_prompts" if split == "test" else None, split=split)
+    rows = test_subset(
+        D.read_jsonl(data_dir / f"{split}.jsonl"),
+        cfg["eval"]["n_prompts"],
+        cfg["data"]["seed"],
+        key="eval.n_prompts" if split == "test" else None,
+        split=split,
+    )
     device = M.resolve_device(cfg["runtime"]["device"])
     dtype, batch = cfg["model"]["dtype"], cfg["eval"]["batch_size"]
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
@@ -218,42 +285,85 @@ def evaluate_policy(cfg: dict[str, Any], policy_ref: Path, *, seed: int, data_di
         """Sequence log π_T(y|x) − log π_ref,T(y|x) at the training temperature."""
         logp = score_batches(lambda *c: M.response_logprobs(policy, *c, temperature=temperature), chunks)
         with reference.model() as ref_model:
-            return sequence_logratio(logp, score_batches(
-                lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature), chunks))
+            return sequence_logratio(
+                logp, score_batches(lambda *c: M.response_logprobs(ref_model, *c, temperature=temperature), chunks)
+            )
 
     p_ids, p_mask, r_ids, r_mask, has_eos = sample_eval_responses(
-        cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=cfg["data"]["response_length"], device=device)
+        cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=cfg["data"]["response_length"], device=device
+    )
     chunks = micro_batches(batch, p_ids, p_mask, r_ids, r_mask)
     greedy = logratio(chunks)
     texts = D.decode_responses(tokenizer, r_ids, r_mask)
     scores, judged, result = score_responses(cfg, reward_model, rows, chunks, texts, has_eos, judge=judge, seed=seed)
-    kl_draw = sample_eval_responses(cfg, policy, tokenizer, rows, seed=kl_sample_seed(seed), device=device,
-                                    max_new_tokens=cfg["data"]["response_length"], temperature=temperature)
+    kl_draw = sample_eval_responses(
+        cfg,
+        policy,
+        tokenizer,
+        rows,
+        seed=kl_sample_seed(seed),
+        device=device,
+        max_new_tokens=cfg["data"]["response_length"],
+        temperature=temperature,
+    )
     kl_chunks = micro_batches(batch, *kl_draw[:4])
     kl = logratio(kl_chunks)
     kl_scores = penalized_rm_scores(cfg, reward_model, kl_chunks, kl_draw[4])
     kl_mean, kl_se = kl_k1(kl)
-    result = {"seed": seed, "split": split, **result, "kl": kl_mean, "kl_se": kl_se,
-              "kl_estimator": f"k1 on y ~ pi_T, T = {temperature} (policy.temperature), one per prompt",
-              "greedy_logratio": greedy.mean().item(),
-              "response_tokens": r_mask.sum(-1).float().mean().item(), "kernels": kernels.active(
-                  cfg["runtime"]["cpu_kernels"])}
+    result = {
+        "seed": seed,
+        "split": split,
+        **result,
+        "kl": kl_mean,
+        "kl_se": kl_se,
+        "kl_estimator": f"k1 on y ~ pi_T, T = {temperature} (policy.temperature), one per prompt",
+        "greedy_logratio": greedy.mean().item(),
+        "response_tokens": r_mask.sum(-1).float().mean().item(),
+        "kernels": kernels.active(cfg["runtime"]["cpu_kernels"]),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    D.write_jsonl(out / "generations.jsonl", (
-        {"id": r["id"], "response": t, "has_eos": bool(e), "rm_score": s, "logratio": lr, "reference": r["reference"],
-         "policy_was_a": a, "outcome": o, "tie": None if judged["tie"] is None else judged["tie"][i]}
-        for i, (r, t, e, s, lr, a, o) in enumerate(zip(rows, texts, has_eos.tolist(), scores.tolist(), greedy.tolist(),
-                                                      judged["policy_is_a"], judged["outcomes"]))))
-    D.write_jsonl(out / "kl_samples.jsonl", (
-        {"id": r["id"], "kl": k, "rm_score": s, "has_eos": bool(e)}
-        for r, k, s, e in zip(rows, kl.tolist(), kl_scores.tolist(), kl_draw[4].tolist())))
+    D.write_jsonl(
+        out / "generations.jsonl",
+        (
+            {
+                "id": r["id"],
+                "response": t,
+                "has_eos": bool(e),
+                "rm_score": s,
+                "logratio": lr,
+                "reference": r["reference"],
+                "policy_was_a": a,
+                "outcome": o,
+                "tie": None if judged["tie"] is None else judged["tie"][i],
+            }
+            for i, (r, t, e, s, lr, a, o) in enumerate(
+                zip(
+                    rows,
+                    texts,
+                    has_eos.tolist(),
+                    scores.tolist(),
+                    greedy.tolist(),
+                    judged["policy_is_a"],
+                    judged["outcomes"],
+                )
+            )
+        ),
+    )
+    D.write_jsonl(
+        out / "kl_samples.jsonl",
+        (
+            {"id": r["id"], "kl": k, "rm_score": s, "has_eos": bool(e)}
+            for r, k, s, e in zip(rows, kl.tolist(), kl_scores.tolist(), kl_draw[4].tolist())
+        ),
+    )
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 @torch.no_grad()
-def evaluate_ceiling(cfg: dict[str, Any], *, seed: int, data_dir: Path, rm_ref: Path, judge: Judge,
-                     out: Path) -> dict[str, Any]:
+def evaluate_ceiling(
+    cfg: dict[str, Any], *, seed: int, data_dir: Path, rm_ref: Path, judge: Judge, out: Path
+) -> dict[str, Any]:
     """The task's ceiling, measured as a policy is (synthetic task only): the oracle summaries
     (:func:`rebel.synthetic_tldr.oracle_summary`, gold quality 1) of the same prompts, judged against
     the same references in the same per-seed A/B order, and scored by the reward model. Writes
@@ -271,18 +381,39 @@ def evaluate_ceiling(cfg: dict[str, Any], *, seed: int, data_dir: Path, rm_ref: 
         r_ids, r_mask = D.encode_responses(tokenizer, texts, cfg["data"]["response_length"])
         has_eos = r_ids.gather(1, r_mask.sum(-1, keepdim=True) - 1).squeeze(1) == tokenizer.eos_token_id
         chunks = micro_batches(cfg["eval"]["batch_size"], *(t.to(device) for t in (p_ids, p_mask, r_ids, r_mask)))
-        _, _, summary = score_responses(cfg, reward_model, rows, chunks, texts, has_eos.to(device),
-                                        judge=oracle_judge, seed=seed)
-        return {"seed": seed, "policy": "oracle summaries", **summary,
-                "response_tokens": r_mask.sum(-1).float().mean().item()}
+        _, _, summary = score_responses(
+            cfg, reward_model, rows, chunks, texts, has_eos.to(device), judge=oracle_judge, seed=seed
+        )
+        return {
+            "seed": seed,
+            "policy": "oracle summaries",
+            **summary,
+            "response_tokens": r_mask.sum(-1).float().mean().item(),
+        }
 
     out.mkdir(parents=True, exist_ok=True)
-    result = {"split": "test", **oracle(test_subset(D.read_jsonl(data_dir / "test.jsonl"), cfg["eval"]["n_prompts"],
-                                                    cfg["data"]["seed"], key="eval.n_prompts", split="test"), judge)}
+    result = {
+        "split": "test",
+        **oracle(
+            test_subset(
+                D.read_jsonl(data_dir / "test.jsonl"),
+                cfg["eval"]["n_prompts"],
+                cfg["data"]["seed"],
+                key="eval.n_prompts",
+                split="test",
+            ),
+            judge,
+        ),
+    }
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     if cfg["eval"]["curve"]["every"] is not None:  # the CurveEvaluator's prompts, seed and judge
-        rows = test_subset(D.read_jsonl(data_dir / "val.jsonl"), cfg["eval"]["curve"]["n_prompts"], cfg["data"]["seed"],
-                           key="eval.curve.n_prompts", split="validation")
+        rows = test_subset(
+            D.read_jsonl(data_dir / "val.jsonl"),
+            cfg["eval"]["curve"]["n_prompts"],
+            cfg["data"]["seed"],
+            key="eval.curve.n_prompts",
+            split="validation",
+        )
         curve_judge = GoldJudge() if cfg["eval"]["judge"]["type"] == "gold" else None
         (out / "curve.json").write_text(json.dumps({"split": "val", **oracle(rows, curve_judge)}, indent=2))
     return result

@@ -49,8 +49,10 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     df = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
     missing = [key for key in required if key not in df]
     if missing:
-        raise HarnessError(f"'{path}' has no '{missing[0]}' (written by an older version of the pipeline, or not "
-                           "by an online algorithm); rerun the stage that writes it")
+        raise HarnessError(
+            f"'{path}' has no '{missing[0]}' (written by an older version of the pipeline, or not "
+            "by an online algorithm); rerun the stage that writes it"
+        )
     return df
 
 
@@ -73,12 +75,25 @@ def pooled_training_points(runs: list[pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for iteration, group in df.groupby("iteration"):
         means = group[["rm_score", "kl"]].to_numpy()
-        within = np.array([[group.rm_score_var.mean(), group.kl_rm_score_cov.mean()],
-                           [group.kl_rm_score_cov.mean(), group.kl_var.mean()]])
+        within = np.array(
+            [
+                [group.rm_score_var.mean(), group.kl_rm_score_cov.mean()],
+                [group.kl_rm_score_cov.mean(), group.kl_var.mean()],
+            ]
+        )
         between = np.cov(means.T, ddof=0) if len(means) > 1 else np.zeros((2, 2))
         cov = within + between
-        rows.append({"iteration": iteration, "rm_score": means[:, 0].mean(), "kl": means[:, 1].mean(),
-                     "rm_var": cov[0, 0], "kl_var": cov[1, 1], "rm_kl_cov": cov[0, 1], "seeds": len(means)})
+        rows.append(
+            {
+                "iteration": iteration,
+                "rm_score": means[:, 0].mean(),
+                "kl": means[:, 1].mean(),
+                "rm_var": cov[0, 0],
+                "kl_var": cov[1, 1],
+                "rm_kl_cov": cov[0, 1],
+                "seeds": len(means),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -89,8 +104,14 @@ def kl_bins(kl: np.ndarray, rm_score: np.ndarray, bins: int = BINS) -> pd.DataFr
     if len(kl) < bins:
         raise HarnessError(f"{len(kl)} generations cannot fill {bins} KL bins")
     parts = np.array_split(np.argsort(kl, kind="stable"), bins)
-    return pd.DataFrame({"bin": range(bins), "kl": [kl[p].mean() for p in parts],
-                         "rm_score": [rm_score[p].mean() for p in parts], "n": [len(p) for p in parts]})
+    return pd.DataFrame(
+        {
+            "bin": range(bins),
+            "kl": [kl[p].mean() for p in parts],
+            "rm_score": [rm_score[p].mean() for p in parts],
+            "n": [len(p) for p in parts],
+        }
+    )
 
 
 def ellipse_iterations(iterations: np.ndarray, count: int = ELLIPSES) -> np.ndarray:
@@ -114,30 +135,60 @@ def figure5(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
     for algorithm in algorithms:
         color, label = _color(cfg, algorithm), display_name(algorithm, cfg)
         folders = [results / algorithm / f"seed{seed}" for seed in cfg["seeds"]]
-        points = pooled_training_points([read_jsonl(f / "metrics.jsonl", ("kl", "rm_score", "kl_var", "rm_score_var",
-                                                                              "kl_rm_score_cov")) for f in folders])
+        points = pooled_training_points(
+            [
+                read_jsonl(f / "metrics.jsonl", ("kl", "rm_score", "kl_var", "rm_score_var", "kl_rm_score_cov"))
+                for f in folders
+            ]
+        )
         left.plot(points.rm_score, points.kl, "-o", color=color, ms=2.5, lw=0.8, label=label)
         for row in points[points.iteration.isin(ellipse_iterations(points.iteration.to_numpy()))].itertuples():
             width, height, angle = ellipse_axes([[row.rm_var, row.rm_kl_cov], [row.rm_kl_cov, row.kl_var]])
-            left.add_patch(Ellipse((row.rm_score, row.kl), width, height, angle=angle, lw=0.8,
-                                   facecolor=to_rgba(color, 0.04), edgecolor=to_rgba(color, 0.45)))
+            left.add_patch(
+                Ellipse(
+                    (row.rm_score, row.kl),
+                    width,
+                    height,
+                    angle=angle,
+                    lw=0.8,
+                    facecolor=to_rgba(color, 0.04),
+                    edgecolor=to_rgba(color, 0.45),
+                )
+            )
         for row, where in ((points.iloc[0], "start"), (points.iloc[-1], "end")):
-            left.annotate(f"t={int(row.iteration) + 1}", (row.rm_score, row.kl), fontsize=8, color=color,
-                          xytext=(4, -10 if where == "start" else 4), textcoords="offset points")
+            left.annotate(
+                f"t={int(row.iteration) + 1}",
+                (row.rm_score, row.kl),
+                fontsize=8,
+                color=color,
+                xytext=(4, -10 if where == "start" else 4),
+                textcoords="offset points",
+            )
         binned = []
         for folder in folders:
             samples = read_jsonl(folder / "kl_samples.jsonl", ("kl", "rm_score"))
             binned.append(kl_bins(samples.kl.to_numpy(), samples.rm_score.to_numpy()))
         mean = pd.concat(binned).groupby("bin")[["kl", "rm_score"]].mean()
-        right.plot(mean.rm_score, mean.kl, "-o", color=color, label=f"{label} ({binned[0].n.sum()} samples"
-                                                                        f" × {len(binned)} seed(s))")
+        right.plot(
+            mean.rm_score,
+            mean.kl,
+            "-o",
+            color=color,
+            label=f"{label} ({binned[0].n.sum()} samples × {len(binned)} seed(s))",
+        )
     left.autoscale_view()
-    left.set(xlabel="RM score (reward model, Γ without EOS)", ylabel="KL(π_t,T ‖ π_ref,T) per sequence (k1) [nats]",
-             title=f"During training: mean per iteration, 2-std ellipses at ≤{ELLIPSES} iterations\n"
-                   "(π_t's training samples, pooled over seeds; the paper: test set every 100 steps)")
-    right.set(xlabel="mean RM score in the bin", ylabel="mean log π_T(y|x) − log π_ref,T(y|x) in the bin [nats]",
-              title=f"Final checkpoint: test samples y ~ π_T in {BINS} equal-size log-ratio\n"
-                    "bins (k1 KL terms, training temperature; mean over seeds)")
+    left.set(
+        xlabel="RM score (reward model, Γ without EOS)",
+        ylabel="KL(π_t,T ‖ π_ref,T) per sequence (k1) [nats]",
+        title=f"During training: mean per iteration, 2-std ellipses at ≤{ELLIPSES} iterations\n"
+        "(π_t's training samples, pooled over seeds; the paper: test set every 100 steps)",
+    )
+    right.set(
+        xlabel="mean RM score in the bin",
+        ylabel="mean log π_T(y|x) − log π_ref,T(y|x) in the bin [nats]",
+        title=f"Final checkpoint: test samples y ~ π_T in {BINS} equal-size log-ratio\n"
+        "bins (k1 KL terms, training temperature; mean over seeds)",
+    )
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -149,13 +200,16 @@ def figure6(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
     """Figure 6 from the ``regression_mse`` of every listed algorithm that logs it; writes PNG and PDF."""
     runs = {}
     for algorithm in algorithms:
-        frames = [read_jsonl(results / algorithm / f"seed{seed}" / "metrics.jsonl", ("iteration",))
-                  for seed in cfg["seeds"]]
+        frames = [
+            read_jsonl(results / algorithm / f"seed{seed}" / "metrics.jsonl", ("iteration",)) for seed in cfg["seeds"]
+        ]
         if all("regression_mse" in frame for frame in frames):
             runs[algorithm] = frames
     if not runs:
-        raise HarnessError(f"none of {', '.join(algorithms)} logs 'regression_mse' in its metrics.jsonl "
-                           "(REBEL does); Figure 6 has nothing to plot")
+        raise HarnessError(
+            f"none of {', '.join(algorithms)} logs 'regression_mse' in its metrics.jsonl "
+            "(REBEL does); Figure 6 has nothing to plot"
+        )
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for algorithm, frames in runs.items():
         color, label = _color(cfg, algorithm), display_name(algorithm, cfg)
@@ -164,10 +218,18 @@ def figure6(cfg: dict[str, Any], results: Path, algorithms: list[str], png: Path
         mean = pd.concat(frames).groupby("iteration").regression_mse.mean()
         window = max(2, len(mean) // 8)
         ax.plot(mean.index + 1, mean.values, color=color, lw=1.0, ls="--", label=f"{label}: mean over seeds")
-        ax.plot(mean.index + 1, mean.rolling(window, min_periods=1).mean(), color=color, lw=2.4,
-                label=f"{label}: moving average ({window} iterations)")
-    ax.set(xlabel="policy iteration t", ylabel="regression MSE of Eq. 1 [nats²]",
-           title="faint: each seed; mean over the iteration's update steps")
+        ax.plot(
+            mean.index + 1,
+            mean.rolling(window, min_periods=1).mean(),
+            color=color,
+            lw=2.4,
+            label=f"{label}: moving average ({window} iterations)",
+        )
+    ax.set(
+        xlabel="policy iteration t",
+        ylabel="regression MSE of Eq. 1 [nats²]",
+        title="faint: each seed; mean over the iteration's update steps",
+    )
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -60,7 +60,7 @@ class Endpoint:
     usd_per_million_output_tokens: float = 0.0
 
     @classmethod
-    def from_config(cls, section: dict, where: str = "eval.judge") -> "Endpoint":
+    def from_config(cls, section: dict, where: str = "eval.judge") -> Endpoint:
         """From a config section holding every field (extra keys such as ``type`` are ignored);
         a missing or mistyped key is a one-line :class:`ConfigError` naming it."""
         values: dict[str, Any] = {}
@@ -88,19 +88,22 @@ class Endpoint:
             return NO_KEY
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise ConfigError(f"environment variable {self.api_key_env} (eval.judge.api_key_env) is not set; "
-                              f"export the judge endpoint's API key in it")
+            raise ConfigError(
+                f"environment variable {self.api_key_env} (eval.judge.api_key_env) is not set; "
+                f"export the judge endpoint's API key in it"
+            )
         return key
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.usd_per_million_input_tokens
-                + completion_tokens * self.usd_per_million_output_tokens) / 1e6
+        return (
+            prompt_tokens * self.usd_per_million_input_tokens + completion_tokens * self.usd_per_million_output_tokens
+        ) / 1e6
 
 
 @dataclass(frozen=True)
 class Reply:
-    text: str | None                      # None: no usable reply after all retries (counted, never a win)
-    top_logprobs: list[dict[str, float]] | None   # per generated token, token -> logprob, when asked for
+    text: str | None  # None: no usable reply after all retries (counted, never a win)
+    top_logprobs: list[dict[str, float]] | None  # per generated token, token -> logprob, when asked for
     prompt_tokens: int
     completion_tokens: int
     cached: bool
@@ -195,8 +198,14 @@ class ChatClient:
         self._usage_lock = threading.Lock()
         self._rng = random.Random()
 
-    def complete(self, conversations: list[list[dict[str, str]]], *, max_tokens: int, temperature: float = 0.0,
-                 top_logprobs: int | None = None) -> list[Reply]:
+    def complete(
+        self,
+        conversations: list[list[dict[str, str]]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_logprobs: int | None = None,
+    ) -> list[Reply]:
         """One reply per conversation (OpenAI chat messages), in order; bounded concurrency; retries on 429,
         5xx, timeouts and connection errors; every reply cached on disk keyed by (model, sha256 of the full
         request); cached ones cost no call. Identical requests in one batch are sent once."""
@@ -223,16 +232,30 @@ class ChatClient:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
         u = self.usage
-        log.info("judge %s: %d replies (%d cached), %d requests, %d retries, %d failures so far; "
-                 "tokens %d in / %d out, estimated cost $%.4f", self.endpoint.model, len(keys),
-                 len(keys) - len(todo), u.requests, u.retries, u.failures, u.prompt_tokens, u.completion_tokens,
-                 u.cost_usd)
+        log.info(
+            "judge %s: %d replies (%d cached), %d requests, %d retries, %d failures so far; "
+            "tokens %d in / %d out, estimated cost $%.4f",
+            self.endpoint.model,
+            len(keys),
+            len(keys) - len(todo),
+            u.requests,
+            u.retries,
+            u.failures,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cost_usd,
+        )
         return [replies[k] for k in keys]
 
-    def _request(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
-                 top_logprobs: int | None) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.endpoint.model, "messages": messages, "max_tokens": max_tokens,
-                                   "temperature": temperature}
+    def _request(
+        self, messages: list[dict[str, str]], max_tokens: int, temperature: float, top_logprobs: int | None
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
         if top_logprobs is not None:
             request |= {"logprobs": True, "top_logprobs": top_logprobs}
         return request
@@ -240,8 +263,12 @@ class ChatClient:
     def _openai_client(self) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=self.endpoint.base_url, api_key=self.endpoint.api_key(), max_retries=0,
-                             timeout=self.endpoint.timeout_s)
+        return openai.OpenAI(
+            base_url=self.endpoint.base_url,
+            api_key=self.endpoint.api_key(),
+            max_retries=0,
+            timeout=self.endpoint.timeout_s,
+        )
 
     def _call(self, client: Any, key: str, request: dict[str, Any]) -> Reply:
         """One request with bounded, jittered retries; the finished reply is cached before it is returned."""
@@ -285,17 +312,21 @@ class ChatClient:
             if request.get("logprobs") and choice.logprobs is not None and choice.logprobs.content is not None:
                 logprobs = [{t.token: t.logprob for t in token.top_logprobs} for token in choice.logprobs.content]
             usage = response.usage
-            return {"text": text, "top_logprobs": logprobs,
-                    "prompt_tokens": usage.prompt_tokens if usage else 0,
-                    "completion_tokens": usage.completion_tokens if usage else 0}
+            return {
+                "text": text,
+                "top_logprobs": logprobs,
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+            }
         except openai.APIStatusError as exc:
             status = exc.status_code
             if status in (408, 409, 429) or status >= 500:  # the statuses the openai client itself retries
                 raise _Retryable(f"HTTP {status}", _retry_after(exc.response.headers)) from None
-            raise FatalEndpointError(f"judge endpoint {self.endpoint.base_url} answered HTTP {status} "
-                                     f"({type(exc).__name__}) for model '{self.endpoint.model}'"
-                                     + (_key_hint(self.endpoint.api_key_env) if status in (401, 403) else "")
-                                     ) from None
+            raise FatalEndpointError(
+                f"judge endpoint {self.endpoint.base_url} answered HTTP {status} "
+                f"({type(exc).__name__}) for model '{self.endpoint.model}'"
+                + (_key_hint(self.endpoint.api_key_env) if status in (401, 403) else "")
+            ) from None
         except openai.APITimeoutError:
             raise _Retryable(f"timeout after {self.endpoint.timeout_s} s") from None
         except openai.APIConnectionError as exc:

@@ -21,9 +21,10 @@ TLDR_JUDGE_PROMPT = (
     "### Summary B:\n{summary_b}\n\n"
     "### Instructions:\n"
     "FIRST provide a one-sentence comparison of the two summaries, explaining which you prefer and why. SECOND, on "
-    "a new line, state only \"A\" or \"B\" to indicate your choice. Your response should use the format:\n"
+    'a new line, state only "A" or "B" to indicate your choice. Your response should use the format:\n'
     "Comparison: <one-sentence comparison and explanation>\n"
-    "Preferred: <\"A\" or \"B\">")
+    'Preferred: <"A" or "B">'
+)
 """The winrate prompt of paper appendix H.1.6 (GPT-4 judge, gpt-4-0613), word for word; the PDF's
 line breaks are the original's paragraphs and its curly quotes straight ones, as in Rafailov et al. (2023)."""
 
@@ -35,8 +36,7 @@ _PREFERRED = re.compile(r"Preferred:\s*([AB])")
 
 def tldr_judge_messages(post: str, summary_a: str, summary_b: str) -> list[dict[str, str]]:
     """The H.1.6 prompt as one user message."""
-    return [{"role": "user", "content": TLDR_JUDGE_PROMPT.format(post=post, summary_a=summary_a,
-                                                                 summary_b=summary_b)}]
+    return [{"role": "user", "content": TLDR_JUDGE_PROMPT.format(post=post, summary_a=summary_a, summary_b=summary_b)}]
 
 
 def parse_preference(text: str | None) -> Preference:
@@ -60,7 +60,7 @@ def parse_tldr_prompt(content: str) -> tuple[str, str, str] | None:
     ``### Summary B:`` would be ambiguous; the embedded task's never do)."""
     if not (content.startswith(_HEAD) and content.endswith(_TAIL)):
         return None
-    body = content[len(_HEAD): len(content) - len(_TAIL)]
+    body = content[len(_HEAD) : len(content) - len(_TAIL)]
     post, sep, summaries = body.partition(_BETWEEN_POST_AND_A)
     a, sep2, b = summaries.partition(_BETWEEN_A_AND_B)
     return (post, a, b) if sep and sep2 else None

@@ -37,10 +37,10 @@ from typing import Any
 @dataclass(frozen=True)
 class GraderReply:
     text: str
-    top_logprobs: list[dict[str, float]] | None = None   # returned in the OpenAI `logprobs.content` format
+    top_logprobs: list[dict[str, float]] | None = None  # returned in the OpenAI `logprobs.content` format
 
 
-Grader = Callable[[dict], GraderReply | None]   # gets the request JSON; None = "not my prompt format"
+Grader = Callable[[dict], GraderReply | None]  # gets the request JSON; None = "not my prompt format"
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ class Response:
     """A well-formed answer that reaches the client: counted in ``successes_by_hash``."""
 
     @classmethod
-    def json(cls, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None, *,
-             answered: bool = False) -> Response:
+    def json(
+        cls, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None, *, answered: bool = False
+    ) -> Response:
         return cls(status, json.dumps(payload).encode(), dict(headers or {}), answered)
 
     @classmethod
@@ -90,17 +91,37 @@ def chat_completion(request: dict[str, Any], reply: GraderReply) -> dict[str, An
     when the request asks for log-probs and the reply has them)."""
     logprobs = None
     if request.get("logprobs") and reply.top_logprobs is not None:
-        logprobs = {"content": [
-            {"token": max(top, key=top.get), "logprob": max(top.values()), "bytes": None,
-             "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]}
-            for top in reply.top_logprobs]}
+        logprobs = {
+            "content": [
+                {
+                    "token": max(top, key=top.get),
+                    "logprob": max(top.values()),
+                    "bytes": None,
+                    "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()],
+                }
+                for top in reply.top_logprobs
+            ]
+        }
     completion_tokens = len(reply.text.split())
-    return {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-            "model": request.get("model", ""),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                         "finish_reason": "stop", "logprobs": logprobs}],
-            "usage": {"prompt_tokens": _prompt_tokens(request), "completion_tokens": completion_tokens,
-                      "total_tokens": _prompt_tokens(request) + completion_tokens}}
+    return {
+        "id": "chatcmpl-loopback",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text},
+                "finish_reason": "stop",
+                "logprobs": logprobs,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": _prompt_tokens(request),
+            "completion_tokens": completion_tokens,
+            "total_tokens": _prompt_tokens(request) + completion_tokens,
+        },
+    }
 
 
 class LoopbackJudgeServer:
@@ -112,8 +133,9 @@ class LoopbackJudgeServer:
     ``intercept``, when set, wraps the answer to every chat-completion request (see the module docstring).
     """
 
-    def __init__(self, graders: list[Grader], *, port: int = 0, api_key: str | None = None,
-                 intercept: Interceptor | None = None):
+    def __init__(
+        self, graders: list[Grader], *, port: int = 0, api_key: str | None = None, intercept: Interceptor | None = None
+    ):
         self.graders = list(graders)
         self.api_key = api_key
         self.intercept = intercept

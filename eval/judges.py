@@ -40,9 +40,24 @@ from rebel import data as D
 from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
 
-__all__ = ["JUDGE_MAX_TOKENS", "LOOPBACK_ENDPOINT", "TLDR_JUDGE_PROMPT", "GoldJudge", "Judge", "OpenAIJudge",
-           "Preference", "cache_file", "gold_preference", "gold_sample_monitor", "make_judge", "parse_preference",
-           "parse_tldr_prompt", "preference_oracle", "tldr_gold_grader", "tldr_judge_messages"]
+__all__ = [
+    "JUDGE_MAX_TOKENS",
+    "LOOPBACK_ENDPOINT",
+    "TLDR_JUDGE_PROMPT",
+    "GoldJudge",
+    "Judge",
+    "OpenAIJudge",
+    "Preference",
+    "cache_file",
+    "gold_preference",
+    "gold_sample_monitor",
+    "make_judge",
+    "parse_preference",
+    "parse_tldr_prompt",
+    "preference_oracle",
+    "tldr_gold_grader",
+    "tldr_judge_messages",
+]
 
 
 def gold_preference(post: str, summary_a: str, summary_b: str) -> Literal["A", "B"]:
@@ -88,8 +103,10 @@ class GoldJudge(Judge):
         return [gold_preference(p, a, b) for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)]
 
     def ties(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[bool]:
-        return [task.gold_quality(p, a) == task.gold_quality(p, b)
-                for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)]
+        return [
+            task.gold_quality(p, a) == task.gold_quality(p, b)
+            for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)
+        ]
 
 
 class OpenAIJudge(Judge):
@@ -109,8 +126,9 @@ class OpenAIJudge(Judge):
         self.client = ChatClient(endpoint, cache_path)
 
     def judge(self, prompts: list[str], summaries_a: list[str], summaries_b: list[str]) -> list[Preference]:
-        conversations = [tldr_judge_messages(p, a, b) for p, a, b in zip(prompts, summaries_a, summaries_b,
-                                                                         strict=True)]
+        conversations = [
+            tldr_judge_messages(p, a, b) for p, a, b in zip(prompts, summaries_a, summaries_b, strict=True)
+        ]
         replies = self.client.complete(conversations, max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
         return [parse_preference(r.text) for r in replies]
 
@@ -121,8 +139,16 @@ class OpenAIJudge(Judge):
         self._stack.close()
 
 
-LOOPBACK_ENDPOINT = Endpoint(base_url="http://127.0.0.1/v1", model="embedded-gold", api_key_env="", timeout_s=30.0,
-                             max_retries=3, concurrency=4, backoff_s=0.05, backoff_max_s=1.0)
+LOOPBACK_ENDPOINT = Endpoint(
+    base_url="http://127.0.0.1/v1",
+    model="embedded-gold",
+    api_key_env="",
+    timeout_s=30.0,
+    max_retries=3,
+    concurrency=4,
+    backoff_s=0.05,
+    backoff_max_s=1.0,
+)
 """The gold judge behind the loopback server (``eval.judge: {type: gold, via_server: true}``); the
 base URL is replaced by the server's ephemeral port."""
 
@@ -143,9 +169,11 @@ def tldr_gold_grader(request: dict) -> GraderReply | None:
     post, a, b = parsed
     preferred = gold_preference(post, a, b)
     qa, qb = task.gold_quality(post, a), task.gold_quality(post, b)
-    return GraderReply(f"Comparison: Summary {preferred} covers the post's important points at least as well, "
-                       f"with fewer irrelevant or invented details (gold quality {qa:.2f} vs {qb:.2f}).\n"
-                       f"Preferred: {preferred}")
+    return GraderReply(
+        f"Comparison: Summary {preferred} covers the post's important points at least as well, "
+        f"with fewer irrelevant or invented details (gold quality {qa:.2f} vs {qb:.2f}).\n"
+        f"Preferred: {preferred}"
+    )
 
 
 def cache_file(cache_dir: Path, model: str) -> Path:
@@ -160,8 +188,9 @@ def make_judge(cfg: dict[str, Any], cache_dir: Path | None = None) -> Judge:
     if spec["type"] == "gold" and not spec.get("via_server", False):
         return GoldJudge()
     if cache_dir is None:
-        raise HarnessError(f"eval.judge.type '{spec['type']}' judges through an endpoint and needs a cache "
-                           "directory (--judge-cache)")
+        raise HarnessError(
+            f"eval.judge.type '{spec['type']}' judges through an endpoint and needs a cache directory (--judge-cache)"
+        )
     if spec["type"] == "gold":
         return OpenAIJudge(LOOPBACK_ENDPOINT, cache_file(cache_dir, LOOPBACK_ENDPOINT.model), loopback=True)
     endpoint = Endpoint.from_config(spec)
@@ -174,6 +203,7 @@ def preference_oracle(judge: Judge) -> Callable[[list[dict[str, Any]], list[str]
     an unparseable answer carries no preference and counts ½. The two responses are shown in an
     order drawn from a hash of the texts (deterministic, so a resumed run asks the same questions),
     which cancels a judge's position bias and makes the gold judge's tie rule a fair coin."""
+
     def oracle(rows: list[dict[str, Any]], a: list[str], b: list[str]) -> torch.Tensor:
         prompts = [D.prompt_text(r) for r in rows]
         swap = [hashlib.sha256("\0".join(t).encode()).digest()[0] & 1 == 1 for t in zip(prompts, a, b, strict=True)]

@@ -21,9 +21,10 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -38,27 +39,39 @@ N_ITEMS = 24
 class Benchmark:
     """One leaderboard column: its lm-eval task, fewshot count and reported metric."""
 
-    name: str          # column name, as in paper-results.csv
-    task: str          # shipped lm-eval task (or group) name
+    name: str  # column name, as in paper-results.csv
+    task: str  # shipped lm-eval task (or group) name
     num_fewshot: int
-    metric: str        # lm-eval result key "<metric>,<filter>"
-    include: str       # shipped YAML the local task includes, relative to lm_eval/tasks
+    metric: str  # lm-eval result key "<metric>,<filter>"
+    include: str  # shipped YAML the local task includes, relative to lm_eval/tasks
     splits: dict[str, str]  # local split name -> role: "eval" or "fewshot"
 
 
 LEADERBOARD_V1: tuple[Benchmark, ...] = (
-    Benchmark("mmlu", "mmlu", 5, "acc,none", "mmlu/default/_default_template_yaml",
-              {"dev": "fewshot", "test": "eval"}),
-    Benchmark("gsm8k", "gsm8k", 5, "exact_match,strict-match", "gsm8k/gsm8k.yaml",
-              {"train": "fewshot", "test": "eval"}),
-    Benchmark("arc", "arc_challenge", 25, "acc_norm,none", "arc/arc_challenge.yaml",
-              {"train": "fewshot", "validation": "eval", "test": "eval"}),
-    Benchmark("winogrande", "winogrande", 5, "acc,none", "winogrande/default.yaml",
-              {"train": "fewshot", "validation": "eval"}),
-    Benchmark("truthfulqa", "truthfulqa_mc2", 0, "acc,none", "truthfulqa/truthfulqa_mc2.yaml",
-              {"validation": "eval"}),
-    Benchmark("hellaswag", "hellaswag", 10, "acc_norm,none", "hellaswag/hellaswag.yaml",
-              {"train": "fewshot", "validation": "eval"}),
+    Benchmark("mmlu", "mmlu", 5, "acc,none", "mmlu/default/_default_template_yaml", {"dev": "fewshot", "test": "eval"}),
+    Benchmark(
+        "gsm8k", "gsm8k", 5, "exact_match,strict-match", "gsm8k/gsm8k.yaml", {"train": "fewshot", "test": "eval"}
+    ),
+    Benchmark(
+        "arc",
+        "arc_challenge",
+        25,
+        "acc_norm,none",
+        "arc/arc_challenge.yaml",
+        {"train": "fewshot", "validation": "eval", "test": "eval"},
+    ),
+    Benchmark(
+        "winogrande", "winogrande", 5, "acc,none", "winogrande/default.yaml", {"train": "fewshot", "validation": "eval"}
+    ),
+    Benchmark("truthfulqa", "truthfulqa_mc2", 0, "acc,none", "truthfulqa/truthfulqa_mc2.yaml", {"validation": "eval"}),
+    Benchmark(
+        "hellaswag",
+        "hellaswag",
+        10,
+        "acc_norm,none",
+        "hellaswag/hellaswag.yaml",
+        {"train": "fewshot", "validation": "eval"},
+    ),
 )
 
 GSM8K_MAX_GEN_TOKS = 16
@@ -76,6 +89,7 @@ def shipped_task_dir() -> Path:
 
 
 # ---------------------------------------------------------------- items in each task's schema
+
 
 def _post(rng: random.Random) -> tuple[str, tuple[task.Fact, ...]]:
     """A short post: the fact sentences of a synthetic post, and its facts."""
@@ -103,8 +117,7 @@ def mmlu_item(rng: random.Random, i: int) -> dict[str, Any]:
     text, facts = _post(rng)
     s, v, o = rng.choice(facts)
     choices = _options(s, [f[0] for f in facts], lambda: rng.choice(task.SUBJECTS), 4, rng)
-    return {"question": f"{text} who {v} my {o} ?", "subject": "posts", "choices": choices,
-            "answer": choices.index(s)}
+    return {"question": f"{text} who {v} my {o} ?", "subject": "posts", "choices": choices, "answer": choices.index(s)}
 
 
 def gsm8k_item(rng: random.Random, i: int) -> dict[str, Any]:
@@ -118,11 +131,20 @@ def arc_item(rng: random.Random, i: int) -> dict[str, Any]:
     """What did the subject do? Its action among the other subjects' actions and invented ones."""
     text, facts = _post(rng)
     s, v, o = rng.choice(facts)
-    choices = _options(f"{v} my {o}", [f"{f[1]} my {f[2]}" for f in facts],
-                       lambda: f"{rng.choice(task.VERBS)} my {_absent_object(facts, rng)}", 4, rng)
+    choices = _options(
+        f"{v} my {o}",
+        [f"{f[1]} my {f[2]}" for f in facts],
+        lambda: f"{rng.choice(task.VERBS)} my {_absent_object(facts, rng)}",
+        4,
+        rng,
+    )
     labels = ["A", "B", "C", "D"]
-    return {"id": f"rebel-arc-{i}", "question": f"{text} what did my {s} do ?",
-            "choices": {"text": choices, "label": labels}, "answerKey": labels[choices.index(f"{v} my {o}")]}
+    return {
+        "id": f"rebel-arc-{i}",
+        "question": f"{text} what did my {s} do ?",
+        "choices": {"text": choices, "label": labels},
+        "answerKey": labels[choices.index(f"{v} my {o}")],
+    }
 
 
 def winogrande_item(rng: random.Random, i: int) -> dict[str, Any]:
@@ -130,8 +152,12 @@ def winogrande_item(rng: random.Random, i: int) -> dict[str, Any]:
     text, facts = _post(rng)
     (s, v, o), other = rng.sample(facts, 2)
     first = rng.random() < 0.5
-    return {"sentence": f"{text} so my _ {v} my {o} .", "option1": s if first else other[0],
-            "option2": other[0] if first else s, "answer": "1" if first else "2"}
+    return {
+        "sentence": f"{text} so my _ {v} my {o} .",
+        "option1": s if first else other[0],
+        "option2": other[0] if first else s,
+        "answer": "1" if first else "2",
+    }
 
 
 def truthfulqa_item(rng: random.Random, i: int) -> dict[str, Any]:
@@ -140,9 +166,11 @@ def truthfulqa_item(rng: random.Random, i: int) -> dict[str, Any]:
     true = [f"my {s} {v} my {o} ." for s, v, o in facts]
     false = [f"my {s} {v} my {_absent_object(facts, rng)} ." for s, v, _ in facts]
     false.append(f"my {facts[1][0]} {facts[0][1]} my {facts[0][2]} .")
-    return {"question": f"{text} what happened ?",
-            "mc1_targets": {"choices": [true[0], *false], "labels": [1] + [0] * len(false)},
-            "mc2_targets": {"choices": true + false, "labels": [1] * len(true) + [0] * len(false)}}
+    return {
+        "question": f"{text} what happened ?",
+        "mc1_targets": {"choices": [true[0], *false], "labels": [1] + [0] * len(false)},
+        "mc2_targets": {"choices": true + false, "labels": [1] * len(true) + [0] * len(false)},
+    }
 
 
 def hellaswag_item(rng: random.Random, i: int) -> dict[str, Any]:
@@ -154,14 +182,28 @@ def hellaswag_item(rng: random.Random, i: int) -> dict[str, Any]:
     scrambles = [" ".join(p) + " ." for p in itertools.permutations((s, v, "my", o))]
     endings = _options(true, [], lambda: rng.choice(scrambles), 4, rng)
     subreddit = rng.choice(task.SUBREDDITS)
-    return {"ind": i, "activity_label": subreddit, "ctx_a": context, "ctx_b": "", "ctx": context,
-            "endings": endings, "source_id": f"rebel-{i}", "split": "val", "split_type": "indomain",
-            "label": str(endings.index(true))}
+    return {
+        "ind": i,
+        "activity_label": subreddit,
+        "ctx_a": context,
+        "ctx_b": "",
+        "ctx": context,
+        "endings": endings,
+        "source_id": f"rebel-{i}",
+        "split": "val",
+        "split_type": "indomain",
+        "label": str(endings.index(true)),
+    }
 
 
 ITEMS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
-    "mmlu": mmlu_item, "gsm8k": gsm8k_item, "arc": arc_item, "winogrande": winogrande_item,
-    "truthfulqa": truthfulqa_item, "hellaswag": hellaswag_item}
+    "mmlu": mmlu_item,
+    "gsm8k": gsm8k_item,
+    "arc": arc_item,
+    "winogrande": winogrande_item,
+    "truthfulqa": truthfulqa_item,
+    "hellaswag": hellaswag_item,
+}
 
 
 def local_items(benchmark: Benchmark, split: str, seed: int) -> list[dict[str, Any]]:
@@ -174,6 +216,7 @@ def local_items(benchmark: Benchmark, split: str, seed: int) -> list[dict[str, A
 
 # ---------------------------------------------------------------- task YAMLs
 
+
 def write_local_tasks(out: Path, seed: int) -> dict[str, str]:
     """Write the items (JSON lines) and one YAML per task to ``out``; return benchmark -> task name."""
     shipped = shipped_task_dir()
@@ -182,17 +225,23 @@ def write_local_tasks(out: Path, seed: int) -> dict[str, str]:
     for benchmark in LEADERBOARD_V1:
         include = shipped / benchmark.include
         if not include.is_file():
-            raise HarnessError(f"lm-eval task file '{include}' not found; eval.leaderboard.tasks 'local' "
-                               "includes the shipped leaderboard tasks of lm-eval 0.4.13")
+            raise HarnessError(
+                f"lm-eval task file '{include}' not found; eval.leaderboard.tasks 'local' "
+                "includes the shipped leaderboard tasks of lm-eval 0.4.13"
+            )
         files = {}
         for split in benchmark.splits:
             path = (out / f"{benchmark.name}_{split}.jsonl").resolve()
             path.write_text("".join(json.dumps(row) + "\n" for row in local_items(benchmark, split, seed)))
             files[split] = str(path)
         spec: dict[str, Any] = {
-            "include": str(include), "task": local_task_name(benchmark), "tag": ["rebel_leaderboard_local"],
-            "dataset_path": "json", "dataset_name": None,
-            "dataset_kwargs": {"data_files": files, "cache_dir": str((out / "cache").resolve())}}
+            "include": str(include),
+            "task": local_task_name(benchmark),
+            "tag": ["rebel_leaderboard_local"],
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": files, "cache_dir": str((out / "cache").resolve())},
+        }
         if benchmark.name == "mmlu":
             spec["description"] = "The following are multiple choice questions (with answers) about posts.\n\n"
         if benchmark.name == "gsm8k":

@@ -32,8 +32,8 @@ import numpy as np
 
 from eval.chat_data import MT_BENCH_CATEGORIES, NEED_REF_CATS
 from eval.judge_client import ChatClient
-from rebel.paths import REPO_ROOT
 from rebel.errors import HarnessError
+from rebel.paths import REPO_ROOT
 
 JUDGE_PROMPTS = REPO_ROOT / "workflow" / "resources" / "mt_bench" / "judge_prompts_single.jsonl"
 FASTCHAT_CACHE = REPO_ROOT / "workflow" / "resources" / "mt_bench" / "cache"
@@ -58,21 +58,28 @@ def prompt_name(category: str, turn: int) -> str:
     return name + ("-multi-turn" if turn == 2 else "")
 
 
-def judge_messages(prompts: dict[str, dict[str, str]], question: dict[str, Any], answers: list[str],
-                   turn: int) -> list[dict[str, str]]:
+def judge_messages(
+    prompts: dict[str, dict[str, str]], question: dict[str, Any], answers: list[str], turn: int
+) -> list[dict[str, str]]:
     """The judge conversation for one turn of one answered question (FastChat ``run_judge_single``)."""
     template = prompts[prompt_name(question["category"], turn)]
     kwargs: dict[str, str] = {}
     if question["category"] in NEED_REF_CATS:
         if "reference" not in question:
-            raise HarnessError(f"MT-Bench question {question['question_id']} ({question['category']}) "
-                               "has no reference answer")
+            raise HarnessError(
+                f"MT-Bench question {question['question_id']} ({question['category']}) has no reference answer"
+            )
         kwargs["ref_answer_1"] = question["reference"][0]
         if turn == 2:
             kwargs["ref_answer_2"] = question["reference"][1]
     if turn == 2:
-        user = template["prompt_template"].format(question_1=question["turns"][0], question_2=question["turns"][1],
-                                                  answer_1=answers[0], answer_2=answers[1], **kwargs)
+        user = template["prompt_template"].format(
+            question_1=question["turns"][0],
+            question_2=question["turns"][1],
+            answer_1=answers[0],
+            answer_2=answers[1],
+            **kwargs,
+        )
     else:
         user = template["prompt_template"].format(question=question["turns"][0], answer=answers[0], **kwargs)
     return [{"role": "system", "content": template["system_prompt"]}, {"role": "user", "content": user}]
@@ -107,25 +114,43 @@ def load_fastchat_questions(cache_dir: Path, commit: str) -> list[dict[str, Any]
         if not path.is_file():
             raise HarnessError(f"MT-Bench file '{path}' not found; run `python -m rebel mt-bench-setup` first")
     questions = [json.loads(line) for line in paths[0].read_text().splitlines() if line.strip()]
-    references = {r["question_id"]: r["choices"][0]["turns"]
-                  for r in map(json.loads, filter(str.strip, paths[1].read_text().splitlines()))}
+    references = {
+        r["question_id"]: r["choices"][0]["turns"]
+        for r in map(json.loads, filter(str.strip, paths[1].read_text().splitlines()))
+    }
     for q in questions:
         if q["category"] in NEED_REF_CATS:
             q["reference"] = references[q["question_id"]]
     return questions
 
 
-def grade(questions: list[dict[str, Any]], answers: list[list[str]], *, client: ChatClient,
-          judge_max_tokens: int, prompts: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+def grade(
+    questions: list[dict[str, Any]],
+    answers: list[list[str]],
+    *,
+    client: ChatClient,
+    judge_max_tokens: int,
+    prompts: dict[str, dict[str, str]] | None = None,
+) -> list[dict[str, Any]]:
     """One judgment per (question, turn), both turns of every question, in one batch through ``client``."""
     prompts = prompts or load_judge_prompts()
     jobs = [(q, a, turn) for q, a in zip(questions, answers, strict=True) for turn in (1, 2)]
-    replies = client.complete([judge_messages(prompts, q, a, t) for q, a, t in jobs], max_tokens=judge_max_tokens,
-                              temperature=0.0)
-    return [{"question_id": q["question_id"], "category": q["category"], "turn": t,
-             "judge_prompt": prompt_name(q["category"], t), "answer": a[t - 1], "judgment": r.text,
-             "error": r.error, "score": parse_rating(r.text)}
-            for (q, a, t), r in zip(jobs, replies)]
+    replies = client.complete(
+        [judge_messages(prompts, q, a, t) for q, a, t in jobs], max_tokens=judge_max_tokens, temperature=0.0
+    )
+    return [
+        {
+            "question_id": q["question_id"],
+            "category": q["category"],
+            "turn": t,
+            "judge_prompt": prompt_name(q["category"], t),
+            "answer": a[t - 1],
+            "judgment": r.text,
+            "error": r.error,
+            "score": parse_rating(r.text),
+        }
+        for (q, a, t), r in zip(jobs, replies)
+    ]
 
 
 def summarize(judgments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -135,19 +160,37 @@ def summarize(judgments: list[dict[str, Any]]) -> dict[str, Any]:
     def mean(rows: list[dict[str, Any]]) -> float:
         return float(np.mean([j["score"] for j in rows])) if rows else float("nan")
 
-    return {"score": mean(valid), "n_judgments": len(judgments), "judged": len(valid),
-            "parse_failures": len(judgments) - len(valid),
-            "turn_1": mean([j for j in valid if j["turn"] == 1]), "turn_2": mean([j for j in valid if j["turn"] == 2]),
-            "categories": {c: mean([j for j in valid if j["category"] == c]) for c in MT_BENCH_CATEGORIES}}
+    return {
+        "score": mean(valid),
+        "n_judgments": len(judgments),
+        "judged": len(valid),
+        "parse_failures": len(judgments) - len(valid),
+        "turn_1": mean([j for j in valid if j["turn"] == 1]),
+        "turn_2": mean([j for j in valid if j["turn"] == 2]),
+        "categories": {c: mean([j for j in valid if j["category"] == c]) for c in MT_BENCH_CATEGORIES},
+    }
 
 
-def run_mt_bench(questions: list[dict[str, Any]], answers: list[list[str]], *, client: ChatClient,
-                 judge_model: str, judge_max_tokens: int, out_dir: Path, name: str) -> dict[str, Any]:
+def run_mt_bench(
+    questions: list[dict[str, Any]],
+    answers: list[list[str]],
+    *,
+    client: ChatClient,
+    judge_model: str,
+    judge_max_tokens: int,
+    out_dir: Path,
+    name: str,
+) -> dict[str, Any]:
     """Grade one model's answers; writes ``out_dir/mt_bench_judgments.jsonl`` and ``out_dir/mt_bench.json``."""
     before = client.usage.as_dict()
     judgments = grade(questions, answers, client=client, judge_max_tokens=judge_max_tokens)
-    result = {"name": name, "judge_model": judge_model, "n_questions": len(questions), **summarize(judgments),
-              "judge_usage": {k: v - before[k] for k, v in client.usage.as_dict().items()}}
+    result = {
+        "name": name,
+        "judge_model": judge_model,
+        "n_questions": len(questions),
+        **summarize(judgments),
+        "judge_usage": {k: v - before[k] for k, v in client.usage.as_dict().items()},
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "mt_bench_judgments.jsonl").open("w") as f:
         for j in judgments:
@@ -156,8 +199,9 @@ def run_mt_bench(questions: list[dict[str, Any]], answers: list[list[str]], *, c
     return result
 
 
-def radar_chart(scores: dict[str, dict[str, float]], png: Path, pdf: Path | None = None,
-                title: str = "MT-Bench") -> None:
+def radar_chart(
+    scores: dict[str, dict[str, float]], png: Path, pdf: Path | None = None, title: str = "MT-Bench"
+) -> None:
     """Paper Figure 7: one polygon per model over the 8 categories, radial scale 0-10, with a legend."""
     import matplotlib
 
@@ -166,7 +210,7 @@ def radar_chart(scores: dict[str, dict[str, float]], png: Path, pdf: Path | None
 
     angles = np.linspace(0, 2 * np.pi, len(MT_BENCH_CATEGORIES), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(6, 6), subplot_kw={"polar": True})
-    ax.set_theta_offset(np.pi / 2)   # Writing at the top, categories clockwise
+    ax.set_theta_offset(np.pi / 2)  # Writing at the top, categories clockwise
     ax.set_theta_direction(-1)
     for label, by_category in scores.items():
         values = [by_category.get(c, np.nan) for c in MT_BENCH_CATEGORIES]

@@ -24,8 +24,10 @@ def table_html(source: Path) -> str:
         body = markdown.markdown(source.read_text(), extensions=["tables"])
     else:
         raise ValueError(f"'{source}': expected a .md or .csv table")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(source.name)}</title>"
-            f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(source.name)}</title>"
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 if __name__ == "__main__":

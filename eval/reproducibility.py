@@ -28,8 +28,7 @@ Z_LIMIT = 3.0
 COLUMNS = ["algorithm", "metric", "n_a", "n_b", "mean_a", "mean_b", "diff", "se", "z", "agree", "identical"]
 
 
-def _values(evals: dict[tuple[str, int], dict[str, Any]], algorithm: str, metric: str,
-            side: str) -> dict[int, float]:
+def _values(evals: dict[tuple[str, int], dict[str, Any]], algorithm: str, metric: str, side: str) -> dict[int, float]:
     out = {}
     for (algo, seed), record in evals.items():
         if algo == algorithm:
@@ -50,8 +49,11 @@ def _z(diff: float, se: float, n_a: int, n_b: int) -> float:
     return diff / se
 
 
-def compare(a: dict[tuple[str, int], dict[str, Any]], b: dict[tuple[str, int], dict[str, Any]],
-            metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+def compare(
+    a: dict[tuple[str, int], dict[str, Any]],
+    b: dict[tuple[str, int], dict[str, Any]],
+    metrics: tuple[str, ...] = METRICS,
+) -> pd.DataFrame:
     """One row per (algorithm, metric), algorithms in ``a``'s order: seeds, means, ``diff = mean_b - mean_a``,
     the Welch-style standard error ``se = sqrt(var_a/n_a + var_b/n_b)`` of the difference (variances over
     seeds, ddof=1), ``z = diff / se``, ``agree`` (``|z| <= 3``, or ``identical``) and ``identical``
@@ -76,9 +78,21 @@ def compare(a: dict[tuple[str, int], dict[str, Any]], b: dict[tuple[str, int], d
             se = math.sqrt(sa.var(ddof=1) / n_a + sb.var(ddof=1) / n_b) if min(n_a, n_b) >= 2 else math.nan
             z = _z(diff, se, n_a, n_b)
             identical = va == vb
-            rows.append({"algorithm": algorithm, "metric": metric, "n_a": n_a, "n_b": n_b, "mean_a": sa.mean(),
-                         "mean_b": sb.mean(), "diff": diff, "se": se, "z": z,
-                         "agree": identical or bool(abs(z) <= Z_LIMIT), "identical": identical})
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "metric": metric,
+                    "n_a": n_a,
+                    "n_b": n_b,
+                    "mean_a": sa.mean(),
+                    "mean_b": sb.mean(),
+                    "diff": diff,
+                    "se": se,
+                    "z": z,
+                    "agree": identical or bool(abs(z) <= Z_LIMIT),
+                    "identical": identical,
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -100,31 +114,50 @@ def _capabilities(evals: dict[tuple[str, int], dict[str, Any]]) -> str:
     return f" ({', '.join(found)})" if found else ""
 
 
-def markdown(cfg: dict[str, Any], df: pd.DataFrame, label_a: str, label_b: str, capability_a: str = "",
-             capability_b: str = "") -> str:
+def markdown(
+    cfg: dict[str, Any], df: pd.DataFrame, label_a: str, label_b: str, capability_a: str = "", capability_b: str = ""
+) -> str:
     """The comparison as a Markdown table, after a sentence saying what was compared and how many rows agree."""
+
     def number(value: float, digits: int = 3) -> str:
         return "" if pd.isna(value) else f"{value:.{digits}f}"
 
-    lines = [f"Reproducibility across CPU kernel paths, config '{cfg['name']}' (model {cfg['model_size']}): Table 1 "
-             f"run under `{label_a}`{capability_a} and again under `{label_b}`{capability_b}, "
-             f"{len(cfg['seeds'])} seeds {cfg['seeds']}. {int(df.agree.sum())} of {len(df)} algorithm × metric rows "
-             f"agree within {Z_LIMIT:g} standard errors of the difference of the means (se = sqrt(s_a²/n_a + "
-             f"s_b²/n_b), std over seeds); {int(df.identical.sum())} are identical for every seed.", "",
-             f"| algorithm | metric | seeds | mean {label_a} | mean {label_b} | difference | SE | z | agree "
-             "| identical |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Reproducibility across CPU kernel paths, config '{cfg['name']}' (model {cfg['model_size']}): Table 1 "
+        f"run under `{label_a}`{capability_a} and again under `{label_b}`{capability_b}, "
+        f"{len(cfg['seeds'])} seeds {cfg['seeds']}. {int(df.agree.sum())} of {len(df)} algorithm × metric rows "
+        f"agree within {Z_LIMIT:g} standard errors of the difference of the means (se = sqrt(s_a²/n_a + "
+        f"s_b²/n_b), std over seeds); {int(df.identical.sum())} are identical for every seed.",
+        "",
+        f"| algorithm | metric | seeds | mean {label_a} | mean {label_b} | difference | SE | z | agree | identical |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in df.itertuples():
         seeds = str(row.n_a) if row.n_a == row.n_b else f"{row.n_a} / {row.n_b}"
-        lines.append("| " + " | ".join([
-            display_name(row.algorithm), row.metric, seeds, number(row.mean_a), number(row.mean_b),
-            number(row.diff), number(row.se), number(row.z, 2), "yes" if row.agree else "**no**",
-            "yes" if row.identical else "no"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    display_name(row.algorithm),
+                    row.metric,
+                    seeds,
+                    number(row.mean_a),
+                    number(row.mean_b),
+                    number(row.diff),
+                    number(row.se),
+                    number(row.z, 2),
+                    "yes" if row.agree else "**no**",
+                    "yes" if row.identical else "no",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_reproducibility(cfg: dict[str, Any], results_a: Path, results_b: Path, label_a: str, label_b: str,
-                          csv: Path, md: Path) -> pd.DataFrame:
+def write_reproducibility(
+    cfg: dict[str, Any], results_a: Path, results_b: Path, label_a: str, label_b: str, csv: Path, md: Path
+) -> pd.DataFrame:
     """Compare the Table 1 runs under ``results_a`` and ``results_b`` (each a ``results/<name>`` folder) and
     write the CSV and Markdown tables; disagreement is reported in them, not raised."""
     algorithms = ["sft", *cfg["algorithms"]]

@@ -56,16 +56,33 @@ def _read(folder: Path) -> dict[str, Any]:
 def search_table(cfg: dict[str, Any], results: Path) -> pd.DataFrame:
     """One row per grid point (``sweep`` lr or kl_coef) with its validation numbers and a ``selected`` flag."""
     kl_config = cfg["policy"]["kl_coef"]
-    records = [{"sweep": "lr", "algorithm": algorithm, "label": display_name(algorithm, cfg), "lr": lr, "kl_coef": kl_config,
-                **_read(results / algorithm / f"lr{lr:g}")}
-               for algorithm in cfg["algorithms"] for lr in cfg["search"]["lr"]]
+    records = [
+        {
+            "sweep": "lr",
+            "algorithm": algorithm,
+            "label": display_name(algorithm, cfg),
+            "lr": lr,
+            "kl_coef": kl_config,
+            **_read(results / algorithm / f"lr{lr:g}"),
+        }
+        for algorithm in cfg["algorithms"]
+        for lr in cfg["search"]["lr"]
+    ]
     swept = set(kl_sweep(cfg))
     for algorithm in online_algorithms(cfg) if cfg["search"].get("kl_coef") else []:
         lr = policy_settings(cfg, algorithm)["policy"]["lr"]
         for kl in cfg["search"]["kl_coef"]:
             folder = results / algorithm / (f"kl{kl:g}" if (algorithm, kl) in swept else f"lr{lr:g}")
-            records.append({"sweep": "kl_coef", "algorithm": algorithm, "label": display_name(algorithm, cfg), "lr": lr,
-                            "kl_coef": kl, **_read(folder)})
+            records.append(
+                {
+                    "sweep": "kl_coef",
+                    "algorithm": algorithm,
+                    "label": display_name(algorithm, cfg),
+                    "lr": lr,
+                    "kl_coef": kl,
+                    **_read(folder),
+                }
+            )
     df = pd.DataFrame(records)
     lrs = df[df.sweep == "lr"]
     best_lr = lrs.sort_values(["winrate", "rm_score"], ascending=False).groupby("algorithm").head(1).index
@@ -95,21 +112,29 @@ def write_search_table(cfg: dict[str, Any], results: Path, out_csv: Path, out_md
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False, float_format="%.4f")
     lrs = df[df.sweep == "lr"]
-    block: dict[str, Any] = {"policy_overrides": {row.algorithm: {"lr": float(row.lr)}
-                                                  for row in lrs[lrs.selected].itertuples()}}
-    text = (f"Learning-rate search: seed {cfg['search']['seed']}, validation prompts, the same grid "
-            f"{cfg['search']['lr']} and budget for every algorithm, at kl_coef {cfg['policy']['kl_coef']:g} "
-            "(selected: highest winrate).\n\n"
-            + lrs.drop(columns=["sweep", "algorithm"]).to_markdown(index=False, floatfmt=".4g") + "\n")
+    block: dict[str, Any] = {
+        "policy_overrides": {row.algorithm: {"lr": float(row.lr)} for row in lrs[lrs.selected].itertuples()}
+    }
+    text = (
+        f"Learning-rate search: seed {cfg['search']['seed']}, validation prompts, the same grid "
+        f"{cfg['search']['lr']} and budget for every algorithm, at kl_coef {cfg['policy']['kl_coef']:g} "
+        "(selected: highest winrate).\n\n"
+        + lrs.drop(columns=["sweep", "algorithm"]).to_markdown(index=False, floatfmt=".4g")
+        + "\n"
+    )
     if (df.sweep == "kl_coef").any():
         chosen = selected_kl_coef(df)
         block["policy"] = {"kl_coef": chosen}
-        text += (f"\nKL-coefficient search: the same seed and prompts, grid {cfg['search']['kl_coef']} for every "
-                 "online algorithm at its configured learning rate. γ defines the reward all of them optimize "
-                 f"(Eq. 22), so one γ is selected for all: the highest mean winrate over the algorithms, {chosen:g}.\n\n"
-                 + kl_summary(df).to_markdown(index=False, floatfmt=".4g") + "\n\nEvery KL-sweep point:\n\n"
-                 + df[df.sweep == "kl_coef"].drop(columns=["sweep", "algorithm"]).to_markdown(index=False, floatfmt=".4g")
-                 + "\n")
-    out_md.write_text(text + "\nConfig block for the selection:\n\n```yaml\n"
-                      + yaml.safe_dump(block, sort_keys=False) + "```\n")
+        text += (
+            f"\nKL-coefficient search: the same seed and prompts, grid {cfg['search']['kl_coef']} for every "
+            "online algorithm at its configured learning rate. γ defines the reward all of them optimize "
+            f"(Eq. 22), so one γ is selected for all: the highest mean winrate over the algorithms, {chosen:g}.\n\n"
+            + kl_summary(df).to_markdown(index=False, floatfmt=".4g")
+            + "\n\nEvery KL-sweep point:\n\n"
+            + df[df.sweep == "kl_coef"].drop(columns=["sweep", "algorithm"]).to_markdown(index=False, floatfmt=".4g")
+            + "\n"
+        )
+    out_md.write_text(
+        text + "\nConfig block for the selection:\n\n```yaml\n" + yaml.safe_dump(block, sort_keys=False) + "```\n"
+    )
     return df

@@ -25,8 +25,15 @@ from eval.tables import PAPER_RESULTS, display_name
 CHAT = ("alpacaeval2_lc_winrate", "alpacaeval2_winrate", "mt_bench")
 LEADERBOARD = ("mmlu", "gsm8k", "arc", "winogrande", "truthfulqa", "hellaswag")
 METRICS = (*CHAT, *LEADERBOARD, "average")
-COUNTS = ("alpaca_parse_failures", "mt_bench_parse_failures", "judge_requests", "judge_cache_hits",
-          "judge_retries", "judge_failures", "judge_cost_usd")
+COUNTS = (
+    "alpaca_parse_failures",
+    "mt_bench_parse_failures",
+    "judge_requests",
+    "judge_cache_hits",
+    "judge_retries",
+    "judge_failures",
+    "judge_cost_usd",
+)
 
 
 def _label(algorithm: str) -> str:
@@ -39,11 +46,16 @@ def policy_record(policy_dir: Path) -> dict[str, Any]:
     mt = json.loads((policy_dir / "chat" / "mt_bench.json").read_text())
     usage = {k: alpaca["judge_usage"][k] + mt["judge_usage"][k] for k in alpaca["judge_usage"]}
     record: dict[str, Any] = {
-        "alpacaeval2_lc_winrate": alpaca["lc_winrate"], "alpacaeval2_winrate": alpaca["winrate"],
-        "mt_bench": mt["score"], "alpaca_parse_failures": alpaca["parse_failures"],
-        "mt_bench_parse_failures": mt["parse_failures"], "judge_requests": usage["requests"],
-        "judge_cache_hits": usage["cache_hits"], "judge_retries": usage["retries"],
-        "judge_failures": usage["failures"], "judge_cost_usd": usage["cost_usd"],
+        "alpacaeval2_lc_winrate": alpaca["lc_winrate"],
+        "alpacaeval2_winrate": alpaca["winrate"],
+        "mt_bench": mt["score"],
+        "alpaca_parse_failures": alpaca["parse_failures"],
+        "mt_bench_parse_failures": mt["parse_failures"],
+        "judge_requests": usage["requests"],
+        "judge_cache_hits": usage["cache_hits"],
+        "judge_retries": usage["retries"],
+        "judge_failures": usage["failures"],
+        "judge_cost_usd": usage["cost_usd"],
         **{f"mt_bench_{c}": mt["categories"][c] for c in MT_BENCH_CATEGORIES},
     }
     leaderboard = policy_dir / "leaderboard.json"
@@ -59,8 +71,11 @@ def paper_rows(setting: dict[str, str] | None) -> pd.DataFrame:
     if setting is None:
         return pd.DataFrame(columns=["algorithm"])
     df = pd.read_csv(PAPER_RESULTS)
-    df = df[df.table.isin(["table2", "table3"]) & (df.setting == setting["setting"])
-            & (df.model_size == setting["model_size"])]
+    df = df[
+        df.table.isin(["table2", "table3"])
+        & (df.setting == setting["setting"])
+        & (df.model_size == setting["model_size"])
+    ]
     wide = df.pivot_table(index="algorithm", columns="metric", values="value", aggfunc="first")
     wide.columns = [f"paper_{m}" for m in wide.columns]
     return wide.reset_index()
@@ -69,8 +84,11 @@ def paper_rows(setting: dict[str, str] | None) -> pd.DataFrame:
 def table2(cfg: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(Table 2, MT-Bench per category): one row per policy, mean and std over seeds."""
     algorithms = ["sft", *cfg["algorithms"]]
-    records = [{"algorithm": _label(a), "seed": s, **policy_record(results / a / f"seed{s}")}
-               for a in algorithms for s in cfg["seeds"]]
+    records = [
+        {"algorithm": _label(a), "seed": s, **policy_record(results / a / f"seed{s}")}
+        for a in algorithms
+        for s in cfg["seeds"]
+    ]
     df = pd.DataFrame(records)
     for column in (*METRICS, *COUNTS):
         if column not in df:
@@ -93,26 +111,55 @@ def table2(cfg: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.DataFra
 
 def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
     """Both tables as markdown: ``mean (std)`` cells, paper numbers beside when present."""
+
     def cell(row: pd.Series, metric: str) -> str:
         mean, std = row[metric], row.get(f"{metric}_std", np.nan)
         return "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
 
     paper = [m for m in METRICS if f"paper_{m}" in table]
-    head = ["model", "policy", "seeds", "AlpacaEval 2.0 LC %", "AlpacaEval 2.0 %", "MT-Bench",
-            *LEADERBOARD, "average", "parse failures (AE / MT)", "judge calls (last run)", "cost $",
-            *(f"paper {m}" for m in paper)]
+    head = [
+        "model",
+        "policy",
+        "seeds",
+        "AlpacaEval 2.0 LC %",
+        "AlpacaEval 2.0 %",
+        "MT-Bench",
+        *LEADERBOARD,
+        "average",
+        "parse failures (AE / MT)",
+        "judge calls (last run)",
+        "cost $",
+        *(f"paper {m}" for m in paper),
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
-        lines.append("| " + " | ".join([
-            row.model_size, row.algorithm, str(row.n_seeds), *(cell(row, m) for m in METRICS),
-            f"{int(row.alpaca_parse_failures)} / {int(row.mt_bench_parse_failures)}", str(int(row.judge_requests)),
-            f"{row.judge_cost_usd:.2f}", *("" if pd.isna(row[f"paper_{m}"]) else f"{row[f'paper_{m}']:g}"
-                                          for m in paper)]) + " |")
-    lines += ["", "MT-Bench per category (mean over seeds of both turns' ratings):", "",
-              "| policy | " + " | ".join(MT_BENCH_CATEGORIES) + " | overall |", "|" + "---|" * 10]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row.model_size,
+                    row.algorithm,
+                    str(row.n_seeds),
+                    *(cell(row, m) for m in METRICS),
+                    f"{int(row.alpaca_parse_failures)} / {int(row.mt_bench_parse_failures)}",
+                    str(int(row.judge_requests)),
+                    f"{row.judge_cost_usd:.2f}",
+                    *("" if pd.isna(row[f"paper_{m}"]) else f"{row[f'paper_{m}']:g}" for m in paper),
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "MT-Bench per category (mean over seeds of both turns' ratings):",
+        "",
+        "| policy | " + " | ".join(MT_BENCH_CATEGORIES) + " | overall |",
+        "|" + "---|" * 10,
+    ]
     for _, row in categories.iterrows():
-        lines.append(f"| {row.algorithm} | " + " | ".join(f"{row[c]:.2f}" for c in (*MT_BENCH_CATEGORIES, "overall"))
-                     + " |")
+        lines.append(
+            f"| {row.algorithm} | " + " | ".join(f"{row[c]:.2f}" for c in (*MT_BENCH_CATEGORIES, "overall")) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -42,8 +42,9 @@ class REBELHuber(Algorithm):
     Params = REBELHuberParams
     label = "REBEL (Huber)"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         residuals = rebel_residuals(batch.grouped_logratio(logprobs), batch.grouped(batch.rewards), self.params.eta)
         loss = F.huber_loss(residuals, torch.zeros_like(residuals), delta=self.params.delta)
         return loss, {"regression_mse": residuals.detach().pow(2).mean()}

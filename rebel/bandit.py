@@ -87,7 +87,7 @@ class BanditConfig:
             raise ConfigError("key 'preference_strength': needs responses: 3 and a strength in (0, 1]")
 
     @classmethod
-    def load(cls, path: Path) -> "BanditConfig":
+    def load(cls, path: Path) -> BanditConfig:
         if not path.is_file():
             raise ConfigError(f"bandit config '{path}' not found")
         values = yaml.safe_load(path.read_text())
@@ -106,13 +106,13 @@ class BanditConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    rewards: torch.Tensor        # [X, Y]
-    ref_logits: torch.Tensor     # [X, Y]
+    rewards: torch.Tensor  # [X, Y]
+    ref_logits: torch.Tensor  # [X, Y]
     beta: float
-    preference: torch.Tensor | None = None   # [Y, Y] skew-symmetric l(y, y'), the same in every context
+    preference: torch.Tensor | None = None  # [Y, Y] skew-symmetric l(y, y'), the same in every context
 
     @classmethod
-    def make(cls, cfg: BanditConfig) -> "Problem":
+    def make(cls, cfg: BanditConfig) -> Problem:
         g = torch.Generator().manual_seed(cfg.problem_seed)
         rewards = cfg.reward_std * torch.randn(cfg.contexts, cfg.responses, generator=g, dtype=torch.float64)
         ref_logits = cfg.reference_std * torch.randn(cfg.contexts, cfg.responses, generator=g, dtype=torch.float64)
@@ -154,8 +154,13 @@ class TabularPolicy(torch.nn.Module):
         super().__init__()
         self.logits = torch.nn.Parameter(logits.float().clone())
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, logits_to_keep: int = 0) -> SimpleNamespace:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> SimpleNamespace:
         # The logits at every position are those of the context (the first token): the next
         # token after the context is the response.
         logits = self.logits[input_ids[:, 0]][:, None, :].expand(-1, input_ids.shape[1], -1)
@@ -174,8 +179,12 @@ class TabularCritic(torch.nn.Module):
         self.score = torch.nn.Identity()
         self.config = SimpleNamespace()
 
-    def gpt_neox(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 position_ids: torch.Tensor | None = None) -> SimpleNamespace:
+    def gpt_neox(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> SimpleNamespace:
         hidden = self.values[input_ids[:, :1]].expand(-1, input_ids.shape[1])
         return SimpleNamespace(last_hidden_state=hidden[..., None])
 
@@ -184,9 +193,14 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
     """Train one algorithm for one seed; one record per iteration (and one before training)."""
     problem = Problem.make(cfg)
     algorithm = build_algorithm(algorithm_name, {"algorithm_params": cfg.algorithm_params})
-    loop_cfg = {"policy": {"minibatch_prompts": cfg.minibatch_contexts, "temperature": 1.0,
-                           "epochs_per_iteration": cfg.epochs_per_iteration},
-                "runtime": {"update_micro_batch_prompts": None}}
+    loop_cfg = {
+        "policy": {
+            "minibatch_prompts": cfg.minibatch_contexts,
+            "temperature": 1.0,
+            "epochs_per_iteration": cfg.epochs_per_iteration,
+        },
+        "runtime": {"update_micro_batch_prompts": None},
+    }
     torch.manual_seed(seed)
     policy, reference = TabularPolicy(problem.ref_logits), TabularPolicy(problem.ref_logits).requires_grad_(False)
     critic = M.TokenValueModel(TabularCritic(cfg.contexts)) if algorithm.needs_value_model else None
@@ -202,15 +216,24 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
     records = []
     for iteration in range(cfg.iterations + 1):
         logprobs_table = policy.log_probs()
-        record: dict[str, float] = {"iteration": iteration, "reward_queries": iteration * cfg.contexts_per_iteration * k}
+        record: dict[str, float] = {
+            "iteration": iteration,
+            "reward_queries": iteration * cfg.contexts_per_iteration * k,
+        }
         if problem.preference is None:
             gap = best - problem.objective(logprobs_table)
             start_gap = gap if start_gap is None else start_gap
-            record |= {"gap": gap, "relative_gap": gap / start_gap, "kl_to_optimum": problem.kl_to_optimum(logprobs_table)}
+            record |= {
+                "gap": gap,
+                "relative_gap": gap / start_gap,
+                "kl_to_optimum": problem.kl_to_optimum(logprobs_table),
+            }
         else:
             average += (logprobs_table.exp() - average) / (iteration + 1)
-            record |= {"duality_gap": problem.duality_gap(logprobs_table.exp()),
-                       "average_duality_gap": problem.duality_gap(average)}
+            record |= {
+                "duality_gap": problem.duality_gap(logprobs_table.exp()),
+                "average_duality_gap": problem.duality_gap(average),
+            }
         records.append(record)
         if iteration == cfg.iterations:
             break
@@ -230,13 +253,32 @@ def run(cfg: BanditConfig, algorithm_name: str, seed: int) -> list[dict[str, flo
         if cfg.reward_noise:
             scores = scores + cfg.reward_noise * torch.randn(len(scores), generator=sampler)
         token_rewards = shaped_token_rewards(scores, logprobs, ref_logprobs, mask, cfg.beta)
-        rollout = Rollout(prompt_ids=ids, prompt_mask=mask, response_ids=r_ids, response_mask=mask,
-                          has_eos=torch.ones(len(ids), dtype=torch.bool), logprobs=logprobs,
-                          ref_logprobs=ref_logprobs, scores=scores, rewards=token_rewards.sum(-1),
-                          token_rewards=token_rewards, samples_per_prompt=k, values=values)
+        rollout = Rollout(
+            prompt_ids=ids,
+            prompt_mask=mask,
+            response_ids=r_ids,
+            response_mask=mask,
+            has_eos=torch.ones(len(ids), dtype=torch.bool),
+            logprobs=logprobs,
+            ref_logprobs=ref_logprobs,
+            scores=scores,
+            rewards=token_rewards.sum(-1),
+            token_rewards=token_rewards,
+            samples_per_prompt=k,
+            values=values,
+        )
         generator = torch.Generator().manual_seed(seed * 1_000_003 + iteration)
-        stats = update(policy, algorithm.prepare(rollout), algorithm, optimizer, scheduler, accelerator,
-                       loop_cfg, generator, critic)
+        stats = update(
+            policy,
+            algorithm.prepare(rollout),
+            algorithm,
+            optimizer,
+            scheduler,
+            accelerator,
+            loop_cfg,
+            generator,
+            critic,
+        )
         algorithm.observe({"reward": rollout.rewards.mean().item(), **stats})
         records[-1] |= {"loss": stats["loss"], "reward": rollout.rewards.mean().item()}
     return records
@@ -248,8 +290,8 @@ def bradley_terry_policy(cfg: BanditConfig, steps: int = 2000) -> torch.Tensor:
     KL-regularized optimum π_ref exp(r̂/β)/Z. Returns the ``[X, Y]`` probabilities."""
     problem = Problem.make(cfg)
     ref = problem.ref_logprobs.exp()
-    wins = (1 + problem.preference) / 2                               # P(y ≻ y')
-    pairs = ref[:, :, None] * ref[:, None, :]                         # [X, Y, Y]
+    wins = (1 + problem.preference) / 2  # P(y ≻ y')
+    pairs = ref[:, :, None] * ref[:, None, :]  # [X, Y, Y]
     reward = torch.zeros_like(problem.ref_logits, requires_grad=True)
     optimizer = torch.optim.LBFGS([reward], max_iter=steps, line_search_fn="strong_wolfe")
 
@@ -277,11 +319,15 @@ def write_runs(cfg: BanditConfig, algorithm_name: str, out: Path) -> None:
     for seed in cfg.seeds:
         records = run(cfg, algorithm_name, seed)
         if not all(math.isfinite(r[metric]) for r in records):
-            raise ConfigError(f"bandit: '{algorithm_name}' seed {seed} diverged (non-finite {metric}); "
-                              f"lower lr.{algorithm_name}")
+            raise ConfigError(
+                f"bandit: '{algorithm_name}' seed {seed} diverged (non-finite {metric}); lower lr.{algorithm_name}"
+            )
         tmp = out / f"seed{seed}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         tmp.replace(out / f"seed{seed}.jsonl")
         first, last = records[0], records[-1]
-        print(f"bandit: {algorithm_name} seed {seed}: {metric} {first[metric]:.4g} -> {last[metric]:.4g} "
-              f"after {last['iteration']} iterations", flush=True)
+        print(
+            f"bandit: {algorithm_name} seed {seed}: {metric} {first[metric]:.4g} -> {last[metric]:.4g} "
+            f"after {last['iteration']} iterations",
+            flush=True,
+        )

@@ -33,10 +33,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rebel.config import policy_settings
 from rebel.errors import HarnessError
+
+if TYPE_CHECKING:  # annotations only: torch loads in the functions that run a benchmark
+    import torch
 
 FIGURE2_ALGORITHMS = ("dpo", "reinforce", "rloo_k2", "iterative_dpo", "ppo", "rloo_k4", "rebel")
 """The bars of paper Figure 2, in its order (ascending winrate; see :mod:`eval.benchmark_report`)."""
@@ -51,11 +54,13 @@ PYTHIA_VOCAB = 50304  # embedding rows of every Pythia model
 # The CPU scale: 16 prompts of 64 tokens (Figure 2: 512 of 512); minibatches scaled by the same
 # 1/32 (tldr-2.8b: 128 prompts, DPO 64 pairs); the full 53 new tokens and every algorithm's own
 # update passes; 16 sequences per sampling/scoring forward pass (tldr-2.8b: 32).
-_CPU_SCALE = {"data": {"prompt_length": 64},
-              "policy": {"prompts_per_iteration": 16, "minibatch_prompts": 4},
-              "policy_overrides": {"dpo": {"minibatch_prompts": 2}},
-              "model": {"dtype": "float32"},  # bf16 matmuls are emulated (slow) on most CPUs
-              "runtime": {"device": "cpu", "threads": 1, "rollout_batch_size": 16, "update_micro_batch_prompts": None}}
+_CPU_SCALE = {
+    "data": {"prompt_length": 64},
+    "policy": {"prompts_per_iteration": 16, "minibatch_prompts": 4},
+    "policy_overrides": {"dpo": {"minibatch_prompts": 2}},
+    "model": {"dtype": "float32"},  # bf16 matmuls are emulated (slow) on most CPUs
+    "runtime": {"device": "cpu", "threads": 1, "rollout_batch_size": 16, "update_micro_batch_prompts": None},
+}
 
 
 def _lora(r: int) -> dict[str, Any]:
@@ -88,11 +93,18 @@ SHAPES: dict[str, Shape] = {
     "pythia-160m": Shape(PYTHIA["160m"], overrides=_merge(_CPU_SCALE, _lora(320))),
     "pythia-70m": Shape(PYTHIA["70m"], overrides=_merge(_CPU_SCALE, _lora(200))),
     # For tests: seconds on a CPU.
-    "tiny": Shape({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
-                  vocab_size=512, overrides=_merge(_CPU_SCALE, {
-                      "data": {"prompt_length": 16, "response_length": 8},
-                      "policy": {"prompts_per_iteration": 4, "minibatch_prompts": 2, "lora": {"r": 8, "alpha": 16}},
-                      "policy_overrides": {"dpo": {"minibatch_prompts": 2}}})),
+    "tiny": Shape(
+        {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
+        vocab_size=512,
+        overrides=_merge(
+            _CPU_SCALE,
+            {
+                "data": {"prompt_length": 16, "response_length": 8},
+                "policy": {"prompts_per_iteration": 4, "minibatch_prompts": 2, "lora": {"r": 8, "alpha": 16}},
+                "policy_overrides": {"dpo": {"minibatch_prompts": 2}},
+            },
+        ),
+    ),
 }
 
 
@@ -126,8 +138,9 @@ def shape_config(cfg: dict[str, Any], shape_name: str, prompts: int | None = Non
     return cfg
 
 
-def _random_batch(cfg: dict[str, Any], vocab: RandomVocabulary, offline: bool, generator: torch.Generator,
-                  device: torch.device) -> tuple[torch.Tensor, ...]:
+def _random_batch(
+    cfg: dict[str, Any], vocab: RandomVocabulary, offline: bool, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """Random full-length prompts (and for an offline algorithm, chosen/rejected responses per prompt),
     as :func:`rebel.loop.encode_batch` would return them."""
     import torch
@@ -145,12 +158,18 @@ def _random_batch(cfg: dict[str, Any], vocab: RandomVocabulary, offline: bool, g
     return prompt_ids, torch.ones_like(prompt_ids), response_ids, torch.ones_like(response_ids)
 
 
-def measure(cfg: dict[str, Any], shape_name: str, algorithm_name: str, warmup: int, iterations: int,
-            threads: int | None, seed: int = 0) -> dict[str, Any]:
+def measure(
+    cfg: dict[str, Any],
+    shape_name: str,
+    algorithm_name: str,
+    warmup: int,
+    iterations: int,
+    threads: int | None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Build random-weight models of the shape and time ``warmup + iterations`` iterations of one
     algorithm through the shared loop; the profile of the last ``iterations`` (:func:`profile_summary`)."""
     import torch
-
     from accelerate import Accelerator
     from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
@@ -179,21 +198,31 @@ def measure(cfg: dict[str, Any], shape_name: str, algorithm_name: str, warmup: i
             return cls._from_config(model_config, dtype=dtype)
 
     torch.manual_seed(seed)
-    run = build_run(cfg, algorithm, warmup + iterations, accelerator,
-                    load_policy=lambda: build(GPTNeoXForCausalLM),
-                    load_reward_model=lambda: build(GPTNeoXForSequenceClassification),
-                    backend=HFGenerationBackend(vocab.eos_token_id, vocab.pad_token_id, full_length=True))
+    run = build_run(
+        cfg,
+        algorithm,
+        warmup + iterations,
+        accelerator,
+        load_policy=lambda: build(GPTNeoXForCausalLM),
+        load_reward_model=lambda: build(GPTNeoXForSequenceClassification),
+        backend=HFGenerationBackend(vocab.eos_token_id, vocab.pad_token_id, full_length=True),
+    )
     records = []
     for iteration in range(warmup + iterations):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + iteration)
         batch = _random_batch(cfg, vocab, algorithm.offline, generator, accelerator.device)
         _, _, timings = run_iteration(run, batch, generator, tokenizer=vocab)
         records.append({"iteration": iteration, **timings})
-    return {"algorithm": algorithm_name, "samples_per_prompt": algorithm.samples_per_prompt,
-            "update_passes": epochs_of(algorithm, cfg), "minibatch_prompts": cfg["policy"]["minibatch_prompts"],
-            "trainable_parameters": sum(p.numel() for p in run.trainable.parameters() if p.requires_grad),
-            "profile": profile_summary(records, warmup, iterations), "records": records,
-            "process_peak_rss_gib": peak_rss_mib() / 1024}
+    return {
+        "algorithm": algorithm_name,
+        "samples_per_prompt": algorithm.samples_per_prompt,
+        "update_passes": epochs_of(algorithm, cfg),
+        "minibatch_prompts": cfg["policy"]["minibatch_prompts"],
+        "trainable_parameters": sum(p.numel() for p in run.trainable.parameters() if p.requires_grad),
+        "profile": profile_summary(records, warmup, iterations),
+        "records": records,
+        "process_peak_rss_gib": peak_rss_mib() / 1024,
+    }
 
 
 def _device_name(device: torch.device) -> str:
@@ -215,14 +244,29 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "accelerate": accelerate.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+    }
 
 
-def run_benchmark(cfg: dict[str, Any], shape_name: str, algorithms: list[str], out: Path, *,
-                  warmup: int | None = None, iterations: int | None = None, repeats: int = 1,
-                  prompts: int | None = None, threads: int | None = None, config_name: str = "",
-                  append: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    cfg: dict[str, Any],
+    shape_name: str,
+    algorithms: list[str],
+    out: Path,
+    *,
+    warmup: int | None = None,
+    iterations: int | None = None,
+    repeats: int = 1,
+    prompts: int | None = None,
+    threads: int | None = None,
+    config_name: str = "",
+    append: bool = False,
+) -> dict[str, Any]:
     """Time every algorithm on the shape, each in a fresh process, ``repeats`` interleaved rounds;
     write and return ``out/benchmark.json``. With ``append``, the algorithms measured here are added to
     (or replace theirs in) an existing ``out/benchmark.json`` of the same shape, settings and device,
@@ -239,12 +283,16 @@ def run_benchmark(cfg: dict[str, Any], shape_name: str, algorithms: list[str], o
     except RuntimeError as exc:
         raise HarnessError(str(exc)) from None
     if shape.cuda_only and device.type != "cuda":
-        raise HarnessError(f"shape '{shape_name}' is the GPU setting and needs CUDA (device here: {device.type}); "
-                           f"on a CPU use a scaled shape: {', '.join(s for s, v in SHAPES.items() if not v.cuda_only)}")
+        raise HarnessError(
+            f"shape '{shape_name}' is the GPU setting and needs CUDA (device here: {device.type}); "
+            f"on a CPU use a scaled shape: {', '.join(s for s, v in SHAPES.items() if not v.cuda_only)}"
+        )
     warmup = shape.warmup if warmup is None else warmup
     iterations = shape.iterations if iterations is None else iterations
     if warmup < 0 or iterations < 1 or repeats < 1:
-        raise HarnessError(f"need warmup >= 0, iterations >= 1 and repeats >= 1 (got {warmup}, {iterations}, {repeats})")
+        raise HarnessError(
+            f"need warmup >= 0, iterations >= 1 and repeats >= 1 (got {warmup}, {iterations}, {repeats})"
+        )
 
     load_before = os.getloadavg()
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in algorithms}
@@ -254,34 +302,64 @@ def run_benchmark(cfg: dict[str, Any], shape_name: str, algorithms: list[str], o
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:  # a fresh process per measurement
                 rounds[name].append(pool.submit(measure, cfg, shape_name, name, warmup, iterations, threads).result())
             profile = rounds[name][-1]["profile"]
-            print(f"{name}: {profile['seconds']['total']:.2f} s per iteration, peak "
-                  f"{max(v['all'] for k, v in profile.items() if k.startswith('peak_')):.2f} GiB", file=sys.stderr)
+            print(
+                f"{name}: {profile['seconds']['total']:.2f} s per iteration, peak "
+                f"{max(v['all'] for k, v in profile.items() if k.startswith('peak_')):.2f} GiB",
+                file=sys.stderr,
+            )
     load_after = os.getloadavg()
 
     pol, data, runtime = cfg["policy"], cfg["data"], cfg["runtime"]
-    memory = "GPU memory allocated (torch.cuda.max_memory_allocated)" if device.type == "cuda" else \
-        "resident set size of the process (sampled every 5 ms)"
+    memory = (
+        "GPU memory allocated (torch.cuda.max_memory_allocated)"
+        if device.type == "cuda"
+        else "resident set size of the process (sampled every 5 ms)"
+    )
     result = {
         "benchmark": "paper Figure 2: runtime and peak memory of one policy iteration per algorithm",
-        "note": ("random initialization, timing only: Pythia-shaped models with random weights; random "
-                 "full-length prompts; EOS suppressed so every response has the full length"
-                 + ("" if device.type == "cuda" else "; CPU at a scaled shape on a possibly shared machine: "
-                    "absolute seconds move with the load, the ratios between algorithms are what matter")),
+        "note": (
+            "random initialization, timing only: Pythia-shaped models with random weights; random "
+            "full-length prompts; EOS suppressed so every response has the full length"
+            + (
+                ""
+                if device.type == "cuda"
+                else "; CPU at a scaled shape on a possibly shared machine: "
+                "absolute seconds move with the load, the ratios between algorithms are what matter"
+            )
+        ),
         "shape": shape_name,
-        "model": {"architecture": "GPTNeoX", **shape.arch, "rotary_pct": 0.25, "vocab_size": shape.vocab_size,
-                  "dtype": cfg["model"]["dtype"]},
-        "settings": {"config": config_name, "prompts_per_iteration": pol["prompts_per_iteration"],
-                     "prompt_length": data["prompt_length"], "response_length": data["response_length"],
-                     "minibatch_prompts": pol["minibatch_prompts"],
-                     "minibatch_prompts_overrides": {a: o["minibatch_prompts"] for a, o in cfg["policy_overrides"].items()
-                                                     if "minibatch_prompts" in o},
-                     "epochs_per_iteration": pol["epochs_per_iteration"], "lora": pol["lora"],
-                     "rollout_batch_size": runtime["rollout_batch_size"],
-                     "update_micro_batch_prompts": runtime["update_micro_batch_prompts"],
-                     "warmup_iterations": warmup, "iterations_averaged": iterations, "repeats": repeats,
-                     "threads": threads or runtime["threads"], "eos_suppressed": True},
-        "device": {"type": device.type, "name": _device_name(device), "cpu_count": os.cpu_count(),
-                   "load_average_1min": {"before": load_before[0], "after": load_after[0]}},
+        "model": {
+            "architecture": "GPTNeoX",
+            **shape.arch,
+            "rotary_pct": 0.25,
+            "vocab_size": shape.vocab_size,
+            "dtype": cfg["model"]["dtype"],
+        },
+        "settings": {
+            "config": config_name,
+            "prompts_per_iteration": pol["prompts_per_iteration"],
+            "prompt_length": data["prompt_length"],
+            "response_length": data["response_length"],
+            "minibatch_prompts": pol["minibatch_prompts"],
+            "minibatch_prompts_overrides": {
+                a: o["minibatch_prompts"] for a, o in cfg["policy_overrides"].items() if "minibatch_prompts" in o
+            },
+            "epochs_per_iteration": pol["epochs_per_iteration"],
+            "lora": pol["lora"],
+            "rollout_batch_size": runtime["rollout_batch_size"],
+            "update_micro_batch_prompts": runtime["update_micro_batch_prompts"],
+            "warmup_iterations": warmup,
+            "iterations_averaged": iterations,
+            "repeats": repeats,
+            "threads": threads or runtime["threads"],
+            "eos_suppressed": True,
+        },
+        "device": {
+            "type": device.type,
+            "name": _device_name(device),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": {"before": load_before[0], "after": load_after[0]},
+        },
         "memory_measured": memory,
         "versions": _versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -299,7 +377,9 @@ def _appended(old: dict[str, Any], new: dict[str, Any], path: Path) -> dict[str,
     for key, value in (("shape", new["shape"]), ("settings", new["settings"]), ("device name", new["device"]["name"])):
         previous = old["device"]["name"] if key == "device name" else old[key]
         if previous != value:
-            raise HarnessError(f"cannot append to '{path}': its {key} differs ({previous} vs {value}); use another --out")
+            raise HarnessError(
+                f"cannot append to '{path}': its {key} differs ({previous} vs {value}); use another --out"
+            )
     measured = {a["algorithm"] for a in new["algorithms"]}
     kept = [a for a in old["algorithms"] if a["algorithm"] not in measured]
     dates = old.get("dates", [old["date"]]) + [new["date"]]
@@ -316,11 +396,23 @@ def _aggregate(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     first = runs[0]
     cpu = {}
     if "cpu_seconds" in profiles[0]:  # CPU: the process's CPU seconds, steadier than wall time on a shared machine
-        cpu = {f"cpu_{key}_s": sum(p["cpu_seconds"][key] for p in profiles) / len(profiles)
-               for key in ("generation", "scoring", "update", "total")}
-    return cpu | {"algorithm": name, "samples_per_prompt": first["samples_per_prompt"], "update_passes": first["update_passes"],
-            "minibatch_prompts": first["minibatch_prompts"], "trainable_parameters": first["trainable_parameters"],
-            "generation_s": seconds["generation"], "scoring_s": seconds["scoring"], "update_s": seconds["update"],
-            "total_s": seconds["total"], "peak_memory_gib": peak, "memory_kind": kind,
-            "repeats": [{key: p[key] for key in ("seconds", "cpu_seconds", f"peak_{kind}_gib") if key in p}
-                        for p in profiles]}
+        cpu = {
+            f"cpu_{key}_s": sum(p["cpu_seconds"][key] for p in profiles) / len(profiles)
+            for key in ("generation", "scoring", "update", "total")
+        }
+    return cpu | {
+        "algorithm": name,
+        "samples_per_prompt": first["samples_per_prompt"],
+        "update_passes": first["update_passes"],
+        "minibatch_prompts": first["minibatch_prompts"],
+        "trainable_parameters": first["trainable_parameters"],
+        "generation_s": seconds["generation"],
+        "scoring_s": seconds["scoring"],
+        "update_s": seconds["update"],
+        "total_s": seconds["total"],
+        "peak_memory_gib": peak,
+        "memory_kind": kind,
+        "repeats": [
+            {key: p[key] for key in ("seconds", "cpu_seconds", f"peak_{kind}_gib") if key in p} for p in profiles
+        ],
+    }

@@ -2,9 +2,9 @@
 
 ``python -m rebel export-cache --results results --out cache`` copies, from a results root, only
 the files the render rules read (``RENDER_FILES``: eval.json, run.json, metrics.jsonl,
-generations.jsonl, the chat evaluations and leaderboard.json, the data and reward-model statistics, the search and bandit records, the
-GPU benchmark's JSON/CSV), keeping their modification times, and refuses any file larger than
-``MAX_BYTES`` (model weights never qualify). ``snakemake <target> --config render_from=cache``
+generations.jsonl, the chat evaluations and leaderboard.json, the data and reward-model statistics, the
+search and bandit records, the GPU benchmark's JSON/CSV), keeping their modification times, and refuses any
+file larger than ``MAX_BYTES`` (model weights never qualify). ``snakemake <target> --config render_from=cache``
 then renders from the copy: no rule writes under ``cache/``, so Snakemake schedules no training
 or generation job whatever the files' modification times.
 """
@@ -18,15 +18,28 @@ from rebel.errors import HarnessError
 
 MAX_BYTES = 2 * 1024 * 1024
 RENDER_FILES = (
-    "*/data/stats.json", "*/rm/eval.json",
-    *(f"*/*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl", "kl_samples.jsonl",
-                                        "curve.jsonl", "curve.json")),
+    "*/data/stats.json",
+    "*/rm/eval.json",
+    *(
+        f"*/*/seed*/{name}"
+        for name in (
+            "eval.json",
+            "run.json",
+            "metrics.jsonl",
+            "generations.jsonl",
+            "kl_samples.jsonl",
+            "curve.jsonl",
+            "curve.json",
+        )
+    ),
     *(f"*/ablation/eta*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
     *(f"*/*/seed*/{name}" for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "leaderboard.json")),
-    "*/search/*/lr*/eval.json", "*/search/*/kl*/eval.json",
+    "*/search/*/lr*/eval.json",
+    "*/search/*/kl*/eval.json",
     "reproducibility/*/results/*/*/seed*/eval.json",
     "bandit/*/seed*.jsonl",
-    "benchmark/**/*.json", "benchmark/**/*.csv",
+    "benchmark/**/*.json",
+    "benchmark/**/*.csv",
 )
 """Glob patterns, relative to the results root, of the files the render rules read."""
 
@@ -45,8 +58,10 @@ def export_cache(results: Path, out: Path, max_bytes: int = MAX_BYTES) -> list[P
     for path in files:
         size = path.stat().st_size
         if size > max_bytes:
-            raise HarnessError(f"'{path}' is {size / 2**20:.1f} MiB, over the cache limit of "
-                               f"{max_bytes / 2**20:.1f} MiB per file; the cache holds only small result files")
+            raise HarnessError(
+                f"'{path}' is {size / 2**20:.1f} MiB, over the cache limit of "
+                f"{max_bytes / 2**20:.1f} MiB per file; the cache holds only small result files"
+            )
     copied = []
     for path in files:
         target = out / path.relative_to(results)

@@ -24,8 +24,9 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         scheduler: Any, meta: dict[str, Any]) -> None:
+def save(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, meta: dict[str, Any]
+) -> None:
     new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
@@ -42,8 +43,11 @@ def save(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 def latest(directory: Path) -> Path | None:
     """The newest complete checkpoint, including one caught mid-swap."""
-    for candidate in (directory, directory.with_name(directory.name + ".new"),
-                      directory.with_name(directory.name + ".old")):
+    for candidate in (
+        directory,
+        directory.with_name(directory.name + ".new"),
+        directory.with_name(directory.name + ".old"),
+    ):
         if (candidate / _DONE).is_file():
             return candidate
     return None
@@ -53,8 +57,10 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, s
     state = load_file(path / "trainable.safetensors")
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(state) != expected:
-        raise RuntimeError(f"checkpoint '{path}' does not match the model's trainable parameters "
-                           f"({len(set(state) ^ expected)} names differ); was the config changed?")
+        raise RuntimeError(
+            f"checkpoint '{path}' does not match the model's trainable parameters "
+            f"({len(set(state) ^ expected)} names differ); was the config changed?"
+        )
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
     opt = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)

@@ -4,11 +4,13 @@
     python -m rebel sft          --config C --data D --out results/N/sft
     python -m rebel reward-model --config C --data D --sft results/N/sft/model.json --out results/N/rm
     python -m rebel train        --config C --data D --sft ... --rm ... --algorithm rebel --seed 1 --out DIR
-    python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 --out DIR
+    python -m rebel evaluate     --config C --data D --sft ... --rm ... --policy DIR/policy/model.json --seed 1 \
+                                 --out DIR
     python -m rebel ceiling      --config C --data D --rm ... --seed 1 --out results/N/ceiling/seed1
     python -m rebel leaderboard  --config C --data D --policy DIR/policy/model.json --out DIR
     python -m rebel search-table --config C --results results/N/search --csv tables/search.csv --md tables/search.md
-    python -m rebel bandit       --bandit-config workflow/configs/testbed/bandit.yaml --algorithm A --out results/bandit/A
+    python -m rebel bandit       --bandit-config workflow/configs/testbed/bandit.yaml --algorithm A \
+                                 --out results/bandit/A
     python -m rebel bandit-report --bandit-config F --results results/bandit --csv tables/bandit.csv \
                                   --md tables/bandit.md --png figures/bandit.png
     python -m rebel table6       --config C --results results/N --csv tables/table6.csv --md tables/table6.md
@@ -66,8 +68,9 @@ def positive_float(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rebel", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rebel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="stage", required=True)
 
     def stage(name: str, *paths: str) -> argparse.ArgumentParser:
@@ -84,19 +87,40 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("train", "evaluate"):
         p = stage(name, "data", "sft", "rm", "out", *(["policy"] if name == "evaluate" else []))
         p.add_argument("--seed", type=int, required=True)
-        p.add_argument("--judge-cache", type=Path, default=None,
-                       help="judge reply cache folder, shared by a run's jobs (default: OUT/judge_cache)")
+        p.add_argument(
+            "--judge-cache",
+            type=Path,
+            default=None,
+            help="judge reply cache folder, shared by a run's jobs (default: OUT/judge_cache)",
+        )
         if name == "train":
             p.add_argument("--algorithm", required=True)
-            p.add_argument("--lr", type=positive_float, default=None,
-                           help="learning rate of this run (the search's grid point; default: the config's)")
-            p.add_argument("--kl-coef", type=positive_float, default=None,
-                           help="policy.kl_coef γ of this run (the search's grid point; default: the config's)")
-            p.add_argument("--algorithm-param", action="append", default=[], metavar="KEY=VALUE",
-                           help="override one of algorithm_params.<algorithm> (the η ablation: eta=0.3); repeatable")
+            p.add_argument(
+                "--lr",
+                type=positive_float,
+                default=None,
+                help="learning rate of this run (the search's grid point; default: the config's)",
+            )
+            p.add_argument(
+                "--kl-coef",
+                type=positive_float,
+                default=None,
+                help="policy.kl_coef γ of this run (the search's grid point; default: the config's)",
+            )
+            p.add_argument(
+                "--algorithm-param",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override one of algorithm_params.<algorithm> (the η ablation: eta=0.3); repeatable",
+            )
         else:
-            p.add_argument("--split", choices=["test", "val"], default="test",
-                           help="prompts to evaluate on (val: the hyperparameter search)")
+            p.add_argument(
+                "--split",
+                choices=["test", "val"],
+                default="test",
+                help="prompts to evaluate on (val: the hyperparameter search)",
+            )
     p = stage("ceiling", "data", "rm", "out")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--judge-cache", type=Path, default=None, help="judge reply cache folder (default: OUT/judge_cache)")
@@ -130,8 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="averaged iterations (default: the shape's)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the algorithms")
     p.add_argument("--prompts", type=int, default=None, help="prompts per iteration (default: the shape's)")
-    p.add_argument("--append", action="store_true",
-                   help="add these algorithms to an existing OUT/benchmark.json of the same shape and settings")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add these algorithms to an existing OUT/benchmark.json of the same shape and settings",
+    )
     stage("figure2", "png", "csv", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
     return parser
 
@@ -201,13 +228,26 @@ def _train(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
         cfg = _with_algorithm_params(cfg, args.algorithm, args.algorithm_param)
     algorithm = build_algorithm(args.algorithm, cfg)  # a named variant with its parameters
     # Only self-play asks the judge during training (an API judge needs its key only then).
-    with (make_judge(cfg, args.judge_cache or args.out / "judge_cache") if algorithm.self_play
-          else nullcontext()) as judge:
-        curve = None if cfg["eval"]["curve"]["every"] is None else CurveEvaluator(
-            cfg, args.data, args.rm, device, seed=args.seed)
-        train_online(cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                     out=args.out, monitor=monitor, preference=preference_oracle(judge) if judge else None,
-                     curve=curve)
+    with (
+        make_judge(cfg, args.judge_cache or args.out / "judge_cache") if algorithm.self_play else nullcontext()
+    ) as judge:
+        curve = (
+            None
+            if cfg["eval"]["curve"]["every"] is None
+            else CurveEvaluator(cfg, args.data, args.rm, device, seed=args.seed)
+        )
+        train_online(
+            cfg,
+            args.algorithm,
+            args.seed,
+            data_dir=args.data,
+            sft_ref=args.sft,
+            rm_ref=args.rm,
+            out=args.out,
+            monitor=monitor,
+            preference=preference_oracle(judge) if judge else None,
+            curve=curve,
+        )
 
 
 def _evaluate(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
@@ -215,8 +255,17 @@ def _evaluate(args: argparse.Namespace, cfg: dict, device: torch.device) -> None
     from eval.judges import make_judge
 
     with make_judge(cfg, args.judge_cache or args.out / "judge_cache") as judge:
-        evaluate_policy(cfg, args.policy, seed=args.seed, data_dir=args.data, sft_ref=args.sft, rm_ref=args.rm,
-                        judge=judge, out=args.out, split=args.split)
+        evaluate_policy(
+            cfg,
+            args.policy,
+            seed=args.seed,
+            data_dir=args.data,
+            sft_ref=args.sft,
+            rm_ref=args.rm,
+            judge=judge,
+            out=args.out,
+            split=args.split,
+        )
 
 
 def _ceiling(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
@@ -281,9 +330,19 @@ def _curves(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
 def _benchmark(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     from rebel.benchmark import run_benchmark
 
-    run_benchmark(cfg, args.shape, args.algorithms, args.out, warmup=args.warmup, iterations=args.iterations,
-                  repeats=args.repeats, prompts=args.prompts, threads=args.threads, config_name=str(args.config),
-                  append=args.append)
+    run_benchmark(
+        cfg,
+        args.shape,
+        args.algorithms,
+        args.out,
+        warmup=args.warmup,
+        iterations=args.iterations,
+        repeats=args.repeats,
+        prompts=args.prompts,
+        threads=args.threads,
+        config_name=str(args.config),
+        append=args.append,
+    )
 
 
 def _figure2(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
@@ -314,8 +373,9 @@ def _chat_sets(args: argparse.Namespace, cfg: dict, device: torch.device) -> Non
 def _chat_eval(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     from eval.chat_eval import evaluate_chat
 
-    evaluate_chat(cfg, args.policy, seed=args.seed, name=args.name, data_dir=args.data, sets_dir=args.sets,
-                  out=args.out)
+    evaluate_chat(
+        cfg, args.policy, seed=args.seed, name=args.name, data_dir=args.data, sets_dir=args.sets, out=args.out
+    )
 
 
 def _table2(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
@@ -330,11 +390,22 @@ def _table1(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     def files(algorithms: list[str], name: str) -> dict:
         return {(a, seed): args.results / a / f"seed{seed}" / name for a in algorithms for seed in cfg["seeds"]}
 
-    ceiling = ({seed: args.results / "ceiling" / f"seed{seed}" / "eval.json" for seed in cfg["seeds"]}
-               if cfg["data"]["source"] == "synthetic" else None)
-    write_table1(cfg, files(["sft", *cfg["algorithms"]], "eval.json"), files(cfg["algorithms"], "run.json"),
-                 args.results / "data" / "stats.json", args.results / "rm" / "eval.json",
-                 args.csv, args.md, args.budget, ceiling)
+    ceiling = (
+        {seed: args.results / "ceiling" / f"seed{seed}" / "eval.json" for seed in cfg["seeds"]}
+        if cfg["data"]["source"] == "synthetic"
+        else None
+    )
+    write_table1(
+        cfg,
+        files(["sft", *cfg["algorithms"]], "eval.json"),
+        files(cfg["algorithms"], "run.json"),
+        args.results / "data" / "stats.json",
+        args.results / "rm" / "eval.json",
+        args.csv,
+        args.md,
+        args.budget,
+        ceiling,
+    )
 
 
 Handler = Callable[[argparse.Namespace, dict, "torch.device"], None]

@@ -15,7 +15,6 @@ from rebel.errors import ConfigError
 from rebel.paths import CONFIG_DIR, DEFAULT_CONFIG, SCHEMA_PATH
 
 
-
 def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
@@ -35,7 +34,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
         by_alternative: dict[int, list[jsonschema.ValidationError]] = {}
         for sub in error.context:
             by_alternative.setdefault(sub.relative_schema_path[0], []).append(sub)
-        closest = min(by_alternative.values(), key=lambda errs: (any(e.validator == "const" for e in errs), len(errs), -max(len(e.absolute_path) for e in errs)))
+        closest = min(
+            by_alternative.values(),
+            key=lambda errs: (
+                any(e.validator == "const" for e in errs),
+                len(errs),
+                -max(len(e.absolute_path) for e in errs),
+            ),
+        )
         return _describe(max(closest, key=lambda e: len(e.absolute_path)))
     return f"key '{_key_path(error)}': {error.message}"
 
@@ -56,19 +62,27 @@ def _non_finite(node: Any, path: tuple = ()) -> tuple[tuple, float] | None:
 def _check_consistency(config: dict[str, Any], source: str) -> None:
     """Bounds between keys that the schema cannot express: minibatches within an iteration's prompts,
     evaluation subsets within their synthetic splits."""
-    for where, values in [("policy", config["policy"]),
-                          *((f"policy_overrides.{name}", o) for name, o in config["policy_overrides"].items())]:
+    for where, values in [
+        ("policy", config["policy"]),
+        *((f"policy_overrides.{name}", o) for name, o in config["policy_overrides"].items()),
+    ]:
         minibatch, total = values.get("minibatch_prompts"), config["policy"]["prompts_per_iteration"]
         if minibatch is not None and minibatch > total:
-            raise ConfigError(f"{source}: key '{where}.minibatch_prompts': {minibatch} is more than "
-                              f"policy.prompts_per_iteration ({total}); allowed: 1 to {total}")
+            raise ConfigError(
+                f"{source}: key '{where}.minibatch_prompts': {minibatch} is more than "
+                f"policy.prompts_per_iteration ({total}); allowed: 1 to {total}"
+            )
     if config["data"]["source"] == "synthetic":
         synthetic = config["data"]["synthetic"]
-        for key, n, split in [("eval.n_prompts", config["eval"]["n_prompts"], "n_test"),
-                              ("eval.curve.n_prompts", config["eval"]["curve"]["n_prompts"], "n_val")]:
+        for key, n, split in [
+            ("eval.n_prompts", config["eval"]["n_prompts"], "n_test"),
+            ("eval.curve.n_prompts", config["eval"]["curve"]["n_prompts"], "n_val"),
+        ]:
             if n > synthetic[split]:
-                raise ConfigError(f"{source}: key '{key}': {n} is more than the {synthetic[split]} prompts of the "
-                                  f"split (data.synthetic.{split}); allowed: 1 to {synthetic[split]}")
+                raise ConfigError(
+                    f"{source}: key '{key}': {n} is more than the {synthetic[split]} prompts of the "
+                    f"split (data.synthetic.{split}); allowed: 1 to {synthetic[split]}"
+                )
 
 
 def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = True) -> dict[str, Any]:
@@ -87,8 +101,9 @@ def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = 
         error = max(errors, key=jsonschema.exceptions.relevance)
         raise ConfigError(f"{source}: {_describe(error)}")
     if config["eval"]["judge"]["type"] == "gold" and config["data"]["source"] != "synthetic":
-        raise ConfigError(f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' "
-                          "(it knows only the embedded task)")
+        raise ConfigError(
+            f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' (it knows only the embedded task)"
+        )
     _check_consistency(config, source)
     if resolve:
         _check_algorithms(config, source)
@@ -103,11 +118,15 @@ def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = 
     for section in ("algorithm_params", "policy_overrides"):
         for name in config[section]:
             if name not in config["algorithms"]:
-                raise ConfigError(f"{source}: key '{section}.{name}' names an algorithm not in "
-                                  f"'algorithms' ({', '.join(config['algorithms'])})")
+                raise ConfigError(
+                    f"{source}: key '{section}.{name}' names an algorithm not in "
+                    f"'algorithms' ({', '.join(config['algorithms'])})"
+                )
     if config["search"]["seed"] in config["seeds"]:
-        raise ConfigError(f"{source}: key 'search.seed': {config['search']['seed']} is one of 'seeds'; the "
-                          "search must not select on the reported runs")
+        raise ConfigError(
+            f"{source}: key 'search.seed': {config['search']['seed']} is one of 'seeds'; the "
+            "search must not select on the reported runs"
+        )
     return config
 
 
@@ -134,8 +153,10 @@ def _check_algorithms(config: dict[str, Any], source: str) -> None:
     online = [name for name in config["algorithms"] if not build_algorithm(name, config).offline]
     for name in config["figures"]["fig5"]:
         if name not in online:
-            raise ConfigError(f"{source}: key 'figures.fig5': '{name}' is not one of the online algorithms of "
-                              f"'algorithms' ({', '.join(online)})")
+            raise ConfigError(
+                f"{source}: key 'figures.fig5': '{name}' is not one of the online algorithms of "
+                f"'algorithms' ({', '.join(online)})"
+            )
 
 
 def policy_settings(config: dict[str, Any], algorithm: str) -> dict[str, Any]:
@@ -156,13 +177,17 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     this one's folder), itself read the same way, updated by this file's keys (:func:`merge`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found; shipped configs: "
-                          f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}")
+        raise ConfigError(
+            f"config file '{path}' not found; shipped configs: "
+            f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}"
+        )
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          "a config file must be saved as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "a config file must be saved as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
@@ -175,7 +200,7 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     base = (path.parent / parent).resolve()
     chain = (*_seen, path.resolve())
     if base in chain:
-        cycle = " -> ".join(p.name for p in (*chain[chain.index(base):], base))
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(base) :], base))
         raise ConfigError(f"{path}: key 'extends': '{parent}' makes a cycle ({cycle})")
     if not base.is_file():
         raise ConfigError(f"{path}: key 'extends': file '{base}' not found (relative to {path.parent})")
@@ -225,8 +250,9 @@ def dump_config(config: dict[str, Any], path: Path) -> None:
     """Write ``config`` as YAML, top-level keys in the schema's order, leaving the file untouched when its content
     is the same."""
     order = {key: i for i, key in enumerate(yaml.safe_load(SCHEMA_PATH.read_text())["properties"])}
-    text = yaml.safe_dump(dict(sorted(config.items(), key=lambda item: order.get(item[0], len(order)))),
-                          sort_keys=False)
+    text = yaml.safe_dump(
+        dict(sorted(config.items(), key=lambda item: order.get(item[0], len(order)))), sort_keys=False
+    )
     if path.is_file() and path.read_text() == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

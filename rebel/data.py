@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import random
 import statistics
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast
@@ -51,15 +52,22 @@ def prompt_text(row: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- synthetic task
 
+
 def _synthetic_rows(rng: random.Random, n: int, split: str) -> Iterator[dict[str, Any]]:
     for i in range(n):
         post = task.make_post(rng)
-        yield {"id": f"{split}-{i}", "subreddit": post.subreddit, "title": post.title,
-               "post": post.body, "reference": task.human_summary(post, rng)}
+        yield {
+            "id": f"{split}-{i}",
+            "subreddit": post.subreddit,
+            "title": post.title,
+            "post": post.body,
+            "reference": task.human_summary(post, rng),
+        }
 
 
-def _preference_rows(rng: random.Random, n: int, minimal_fraction: float,
-                     temperature: float, split: str) -> Iterator[dict[str, Any]]:
+def _preference_rows(
+    rng: random.Random, n: int, minimal_fraction: float, temperature: float, split: str
+) -> Iterator[dict[str, Any]]:
     for i in range(n):
         post = task.make_post(rng)
         a = task.candidate_summary(post, rng)
@@ -67,8 +75,14 @@ def _preference_rows(rng: random.Random, n: int, minimal_fraction: float,
         prompt = task.format_prompt(post.subreddit, post.title, post.body)
         label = task.annotate(prompt, a, b, rng, temperature)
         chosen, rejected = (a, b) if label == 0 else (b, a)
-        yield {"id": f"pref-{split}-{i}", "subreddit": post.subreddit, "title": post.title, "post": post.body,
-               "chosen": chosen, "rejected": rejected}
+        yield {
+            "id": f"pref-{split}-{i}",
+            "subreddit": post.subreddit,
+            "title": post.title,
+            "post": post.body,
+            "chosen": chosen,
+            "rejected": rejected,
+        }
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -78,11 +92,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
-                                   bos_token=EOS_TOKEN, padding_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, bos_token=EOS_TOKEN, padding_side="left"
+    )
 
 
 def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -90,8 +108,12 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     syn = cfg["data"]["synthetic"]
     rng = random.Random(cfg["data"]["seed"])
     splits = {s: list(_synthetic_rows(rng, syn[f"n_{s}"], s)) for s in ("train", "val", "test")}
-    prefs = {s: list(_preference_rows(rng, syn[f"n_pref_{s}"], syn["minimal_pair_fraction"],
-                                      syn["annotator_temperature"], s)) for s in ("train", "val")}
+    prefs = {
+        s: list(
+            _preference_rows(rng, syn[f"n_pref_{s}"], syn["minimal_pair_fraction"], syn["annotator_temperature"], s)
+        )
+        for s in ("train", "val")
+    }
     texts = [prompt_text(r) + r["reference"] for rows in splits.values() for r in rows]
     texts += [prompt_text(r) + r["chosen"] + r["rejected"] for r in prefs["train"]]
     tokenizer = train_tokenizer(texts, syn["vocab_size"])
@@ -101,13 +123,16 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         write_jsonl(out / f"prefs_{split}.jsonl", rows)
     tokenizer.save_pretrained(out / "tokenizer")
     val_prefs = prefs["val"]
-    gold_agree = [task.gold_quality(prompt_text(r), r["chosen"]) >= task.gold_quality(prompt_text(r), r["rejected"])
-                  for r in val_prefs]
+    gold_agree = [
+        task.gold_quality(prompt_text(r), r["chosen"]) >= task.gold_quality(prompt_text(r), r["rejected"])
+        for r in val_prefs
+    ]
     return {
         "source": "synthetic",
         "n": {k: len(v) for k, v in splits.items()} | {f"prefs_{k}": len(v) for k, v in prefs.items()},
         "reference_gold_quality_mean": statistics.mean(
-            task.gold_quality(prompt_text(r), r["reference"]) for r in splits["test"]),
+            task.gold_quality(prompt_text(r), r["reference"]) for r in splits["test"]
+        ),
         "optimal_gold_quality_mean": 1.0,
         "annotator_agreement_with_gold_val": statistics.mean(gold_agree),
         "max_prompt_tokens": max(len(tokenizer(prompt_text(r))["input_ids"]) for r in splits["test"]),
@@ -117,6 +142,7 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- Hugging Face Hub data (paper configs)
+
 
 def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Download the TL;DR SFT and preference sets (implementation notes) and write them locally.
@@ -137,17 +163,28 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
         rows = sft[name]
         limit = hub["max_train"] if split == "train" and hub["max_train"] else len(rows)
-        write_jsonl(out / f"{split}.jsonl", (
-            {"id": str(r["id"]), **{k: r[k] for k in fields}, "reference": " " + r["summary"].strip()}
-            for r in rows.select(range(min(limit, len(rows))))))
+        write_jsonl(
+            out / f"{split}.jsonl",
+            (
+                {"id": str(r["id"]), **{k: r[k] for k in fields}, "reference": " " + r["summary"].strip()}
+                for r in rows.select(range(min(limit, len(rows))))
+            ),
+        )
     for split, name in (("train", "train"), ("val", "validation")):
         rows = prefs[name]
         limit = hub["max_pref_train"] if split == "train" and hub["max_pref_train"] else len(rows)
-        write_jsonl(out / f"prefs_{split}.jsonl", (
-            {"id": f"pref-{split}-{i}", **{k: r["info"][k] or "" for k in fields},
-             "chosen": " " + r["summaries"][r["choice"]]["text"].strip(),
-             "rejected": " " + r["summaries"][1 - r["choice"]]["text"].strip()}
-            for i, r in enumerate(rows.select(range(min(limit, len(rows)))))))
+        write_jsonl(
+            out / f"prefs_{split}.jsonl",
+            (
+                {
+                    "id": f"pref-{split}-{i}",
+                    **{k: r["info"][k] or "" for k in fields},
+                    "chosen": " " + r["summaries"][r["choice"]]["text"].strip(),
+                    "rejected": " " + r["summaries"][1 - r["choice"]]["text"].strip(),
+                }
+                for i, r in enumerate(rows.select(range(min(limit, len(rows)))))
+            ),
+        )
     load_tokenizer(cfg["model"]["base"]).save_pretrained(out / "tokenizer")
     return {"source": "hub", "sft_dataset": hub["sft_dataset"], "preference_dataset": hub["preference_dataset"]}
 
@@ -159,8 +196,10 @@ def prepare_data(cfg: dict[str, Any], out: Path) -> None:
 
 # ---------------------------------------------------------------- encoding
 
-def encode_prompts(tokenizer: PreTrainedTokenizerFast, rows: list[dict[str, Any]],
-                   length: int) -> tuple[torch.Tensor, torch.Tensor]:
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerFast, rows: list[dict[str, Any]], length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompt ids and mask of exactly ``length`` tokens.
 
     A post that does not fit is cut at its last newline (else sentence end, else word)
@@ -169,10 +208,10 @@ def encode_prompts(tokenizer: PreTrainedTokenizerFast, rows: list[dict[str, Any]
     ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens = _fit_prompt(tokenizer, row, length)
-        ids[i, length - len(tokens):] = torch.tensor(tokens)
+        ids[i, length - len(tokens) :] = torch.tensor(tokens)
     mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        mask[i, length - int((ids[i] != tokenizer.pad_token_id).sum()):] = 1
+    for i in range(len(rows)):
+        mask[i, length - int((ids[i] != tokenizer.pad_token_id).sum()) :] = 1
     return ids, mask
 
 
@@ -184,8 +223,10 @@ def _fit_prompt(tokenizer: PreTrainedTokenizerFast, row: dict[str, Any], length:
         if excess <= 0:
             return tokens
         if not post:
-            raise ConfigError(f"key 'data.prompt_length': the prompt of '{row.get('id', row['title'])}' does "
-                              f"not fit in {length} tokens even without its post")
+            raise ConfigError(
+                f"key 'data.prompt_length': the prompt of '{row.get('id', row['title'])}' does "
+                f"not fit in {length} tokens even without its post"
+            )
         # Keep the post's tokens that fit, then back off to a boundary; one or two rounds.
         offsets = tokenizer(post, return_offsets_mapping=True)["offset_mapping"]
         keep = len(offsets) - excess
@@ -202,8 +243,9 @@ def _cut_at_boundary(text: str) -> str:
     return ""
 
 
-def encode_responses(tokenizer: PreTrainedTokenizerFast, texts: list[str],
-                     length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_responses(
+    tokenizer: PreTrainedTokenizerFast, texts: list[str], length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded response ids ``text + EOS`` cut to ``length`` tokens, and their mask."""
     ids = torch.full((len(texts), length), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -214,8 +256,7 @@ def encode_responses(tokenizer: PreTrainedTokenizerFast, texts: list[str],
     return ids, mask
 
 
-def decode_responses(tokenizer: PreTrainedTokenizerFast, ids: torch.Tensor,
-                     mask: torch.Tensor) -> list[str]:
+def decode_responses(tokenizer: PreTrainedTokenizerFast, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
     """Response text up to (not including) EOS."""
     out = []
     for row, m in zip(ids.tolist(), mask.tolist()):

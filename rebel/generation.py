@@ -17,8 +17,15 @@ from transformers import GenerationConfig
 
 
 class GenerationBackend(Protocol):
-    def generate(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                 *, temperature: float, max_new_tokens: int) -> torch.Tensor:
+    def generate(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        *,
+        temperature: float,
+        max_new_tokens: int,
+    ) -> torch.Tensor:
         """Sampled continuation tokens ``[N, max_new_tokens]`` (EOS not yet post-processed)."""
 
 
@@ -35,38 +42,63 @@ class HFGenerationBackend:
         self.full_length = full_length
 
     @torch.no_grad()
-    def generate(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                 *, temperature: float, max_new_tokens: int) -> torch.Tensor:
+    def generate(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        *,
+        temperature: float,
+        max_new_tokens: int,
+    ) -> torch.Tensor:
         config = GenerationConfig(
-            do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens if self.full_length else 0, eos_token_id=self.eos_token_id,
-            pad_token_id=self.pad_token_id)
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens if self.full_length else 0,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
-        response = out[:, prompt_ids.shape[1]:]
+        response = out[:, prompt_ids.shape[1] :]
         return F.pad(response, (0, max_new_tokens - response.shape[1]), value=self.pad_token_id)
 
 
 BACKENDS = {"hf": HFGenerationBackend}
 
 
-def truncate_after_eos(tokens: torch.Tensor, eos_token_id: int,
-                       pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def truncate_after_eos(
+    tokens: torch.Tensor, eos_token_id: int, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pad everything after the first EOS; return ``(tokens, mask, has_eos)``.
 
     ``mask`` is 1 up to and including the first EOS (all ones when there is none).
     """
     is_eos = tokens == eos_token_id
     has_eos = is_eos.any(-1)
-    first = torch.where(has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, tokens.shape[1] - 1, dtype=torch.long))
+    first = torch.where(
+        has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, tokens.shape[1] - 1, dtype=torch.long)
+    )
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     mask = (positions[None, :] <= first[:, None]).long()
     return tokens.masked_fill(mask == 0, pad_token_id), mask, has_eos
 
 
-def sample_responses(backend: GenerationBackend, model: torch.nn.Module, prompt_ids: torch.Tensor,
-                     prompt_mask: torch.Tensor, *, samples_per_prompt: int, temperature: float,
-                     max_new_tokens: int, batch_size: int, eos_token_id: int,
-                     pad_token_id: int) -> tuple[torch.Tensor, ...]:
+def sample_responses(
+    backend: GenerationBackend,
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    samples_per_prompt: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> tuple[torch.Tensor, ...]:
     """k samples per prompt, consecutive per prompt, generated in micro-batches of ``batch_size`` rows.
 
     Returns ``(prompt_ids, prompt_mask, response_ids, response_mask, has_eos)`` with
@@ -74,8 +106,15 @@ def sample_responses(backend: GenerationBackend, model: torch.nn.Module, prompt_
     """
     prompt_ids = prompt_ids.repeat_interleave(samples_per_prompt, 0)
     prompt_mask = prompt_mask.repeat_interleave(samples_per_prompt, 0)
-    chunks = [backend.generate(model, prompt_ids[i:i + batch_size], prompt_mask[i:i + batch_size],
-                               temperature=temperature, max_new_tokens=max_new_tokens)
-              for i in range(0, prompt_ids.shape[0], batch_size)]
+    chunks = [
+        backend.generate(
+            model,
+            prompt_ids[i : i + batch_size],
+            prompt_mask[i : i + batch_size],
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+        )
+        for i in range(0, prompt_ids.shape[0], batch_size)
+    ]
     response_ids, response_mask, has_eos = truncate_after_eos(torch.cat(chunks), eos_token_id, pad_token_id)
     return prompt_ids, prompt_mask, response_ids, response_mask, has_eos

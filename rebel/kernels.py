@@ -95,7 +95,12 @@ def active(path: str) -> dict[str, Any]:
     if wanted is not None and capability != _REPORTED[wanted]:
         from rebel.errors import HarnessError
 
-        raise HarnessError(f"runtime.cpu_kernels is '{path}' but PyTorch runs its {capability} kernels: torch was "
-                           "imported before the kernel variables were set; run stages through 'python -m rebel'")
-    return {"cpu_kernels": path, "cpu_capability": capability,
-            **{name: os.environ[name] for name in VARIABLES if name in os.environ}}
+        raise HarnessError(
+            f"runtime.cpu_kernels is '{path}' but PyTorch runs its {capability} kernels: torch was "
+            "imported before the kernel variables were set; run stages through 'python -m rebel'"
+        )
+    return {
+        "cpu_kernels": path,
+        "cpu_capability": capability,
+        **{name: os.environ[name] for name in VARIABLES if name in os.environ},
+    }

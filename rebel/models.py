@@ -15,14 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import (AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM,
-                          GPTNeoXForSequenceClassification, PreTrainedModel)
+from transformers import (
+    AutoTokenizer,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    GPTNeoXForSequenceClassification,
+    PreTrainedModel,
+)
 
 from rebel.errors import HarnessError
 from rebel.paths import REPO_ROOT
@@ -39,6 +45,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------- model references
+
 
 def write_model_ref(path: Path, ref: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +87,10 @@ def verify_pinned(ref: dict[str, Any], key: str) -> dict[str, Any]:
         raise HarnessError(f"key '{key}': pinned checkpoint '{weights}' not found")
     found = file_sha256(weights)
     if found != ref["sha256"]:
-        raise HarnessError(f"key '{key}.sha256': '{weights}' has SHA-256 {found}, the config pins {ref['sha256']}; "
-                           f"restore the file or set '{key}: null' to train it")
+        raise HarnessError(
+            f"key '{key}.sha256': '{weights}' has SHA-256 {found}, the config pins {ref['sha256']}; "
+            f"restore the file or set '{key}: null' to train it"
+        )
     return resolved
 
 
@@ -114,6 +123,7 @@ def load_tokenizer(ref: dict[str, Any]):
 
 # ---------------------------------------------------------------- building and loading
 
+
 def disable_dropout(model: nn.Module) -> None:
     """Dropout off everywhere (appendix H.1.5 trains with dropout disabled)."""
     for module in model.modules():
@@ -123,10 +133,17 @@ def disable_dropout(model: nn.Module) -> None:
 
 def scratch_config(arch: dict[str, Any], tokenizer, max_positions: int) -> GPTNeoXConfig:
     return GPTNeoXConfig(
-        vocab_size=len(tokenizer), max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-        use_parallel_residual=True, attention_dropout=0.0, hidden_dropout=0.0, **arch)
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        use_parallel_residual=True,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+        **arch,
+    )
 
 
 def build_base_policy(cfg: dict[str, Any], tokenizer) -> GPTNeoXForCausalLM:
@@ -182,6 +199,7 @@ def save_model(model: PreTrainedModel, out: Path, base_ref: dict[str, Any] | Non
 
 # ---------------------------------------------------------------- LoRA and the reference policy
 
+
 def add_lora(model: PreTrainedModel, lora: dict[str, Any], task_type: str = "CAUSAL_LM") -> PreTrainedModel:
     """Wrap ``model`` with LoRA adapters (appendix H.1.5: r=1024, alpha=2048, dropout 0, no bias).
 
@@ -189,8 +207,14 @@ def add_lora(model: PreTrainedModel, lora: dict[str, Any], task_type: str = "CAU
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                        target_modules=lora["target_modules"], bias="none", task_type=task_type)
+    config = LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        bias="none",
+        task_type=task_type,
+    )
     return get_peft_model(model, config)
 
 
@@ -214,14 +238,20 @@ class Reference:
 
 # ---------------------------------------------------------------- scoring
 
+
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
     """Positions counted from the first real token, so left padding does not shift rotary phases."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def response_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                      response_ids: torch.Tensor, response_mask: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+def response_logprobs(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
     """Per-token log π(y_t | x, y_<t) at ``temperature``, zero outside ``response_mask``.
 
     Log-probs are taken at the sampling temperature (implementation notes), so they are
@@ -230,15 +260,23 @@ def response_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: t
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
     length = response_ids.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                   logits_to_keep=length + 1).logits[:, :-1].float()
+    logits = (
+        model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=length + 1)
+        .logits[:, :-1]
+        .float()
+    )
     logps = torch.log_softmax(logits / temperature, dim=-1)
     token_logps = logps.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     return token_logps * response_mask
 
 
-def token_values(critic: GPTNeoXForSequenceClassification, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                 response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+def token_values(
+    critic: GPTNeoXForSequenceClassification,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
     """A critic's value ``V(x, y_<t)`` of the state before each response token ``[N, R]``, zero
     outside ``response_mask``: the scalar head on the hidden state that predicts token t, on
     the reward model's scale (offset included), as in PPO for RLHF (Huang et al. 2024).
@@ -246,7 +284,7 @@ def token_values(critic: GPTNeoXForSequenceClassification, prompt_ids: torch.Ten
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
     hidden = critic.gpt_neox(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
-    states = hidden[:, prompt_ids.shape[1] - 1:-1]
+    states = hidden[:, prompt_ids.shape[1] - 1 : -1]
     values = critic.score(states).squeeze(-1).float() + getattr(critic.config, "reward_offset", 0.0)
     return values * response_mask
 
@@ -267,19 +305,29 @@ class TokenValueModel(nn.Module):
         super().__init__()
         self.critic = critic
 
-    def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                response_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> torch.Tensor:
         return token_values(self.critic, prompt_ids, prompt_mask, response_ids, response_mask)
 
 
-def reward_scores(reward_model: GPTNeoXForSequenceClassification, prompt_ids: torch.Tensor,
-                  prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                  response_mask: torch.Tensor) -> torch.Tensor:
+def reward_scores(
+    reward_model: GPTNeoXForSequenceClassification,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
     """Scalar score at the EOS token (the last unmasked token), plus the normalizing offset."""
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
-    hidden = reward_model.gpt_neox(input_ids=ids, attention_mask=mask,
-                                   position_ids=position_ids(mask)).last_hidden_state
+    hidden = reward_model.gpt_neox(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)
+    ).last_hidden_state
     last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)
     scores = reward_model.score(hidden[torch.arange(ids.shape[0]), last]).squeeze(-1).float()
     return scores + getattr(reward_model.config, "reward_offset", 0.0)

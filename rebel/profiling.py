@@ -19,8 +19,9 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import torch
@@ -52,7 +53,7 @@ class RssSampler:
         while not self._stop.wait(self._interval):
             self._sample()
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._sample()
         self._thread.start()
         return self
@@ -112,8 +113,11 @@ def profile_summary(records: list[dict[str, Any]], warmup: int, iterations: int 
         seconds = {p: sum(r.get(f"{p}_{kind}seconds", 0.0) for r in measured) / len(measured) for p in PHASES}
         summary[f"{kind}seconds"] = seconds | {"total": sum(seconds.values())}
     for kind in ("gpu", "rss"):
-        peaks = {p: max(r[f"{p}_peak_{kind}_mib"] for r in measured) / 1024 for p in PHASES
-                 if f"{p}_peak_{kind}_mib" in measured[0]}
+        peaks = {
+            p: max(r[f"{p}_peak_{kind}_mib"] for r in measured) / 1024
+            for p in PHASES
+            if f"{p}_peak_{kind}_mib" in measured[0]
+        }
         if peaks:
             summary[f"peak_{kind}_gib"] = peaks | {"all": max(peaks.values())}
     return summary

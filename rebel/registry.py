@@ -68,12 +68,15 @@ def algorithm_spec(name: str, variants: Mapping[str, Any] | None = None) -> tupl
         return target, {}
     base = variant.get("algorithm") if isinstance(variant, Mapping) else None
     if not isinstance(base, str):
-        raise AlgorithmNotFound(f"variant '{name}' needs 'algorithm': a built-in algorithm "
-                                f"({', '.join(sorted(BUILTIN))}) or 'module:Class'")
+        raise AlgorithmNotFound(
+            f"variant '{name}' needs 'algorithm': a built-in algorithm ({', '.join(sorted(BUILTIN))}) or 'module:Class'"
+        )
     target = BUILTIN.get(base, base)
     if ":" not in target:
         if base in variants or base in BUILTIN_VARIANTS:
-            raise AlgorithmNotFound(f"variant '{name}' is based on the variant '{base}'; a variant's algorithm must "
-                                    f"be a built-in algorithm ({', '.join(sorted(BUILTIN))}) or 'module:Class'")
+            raise AlgorithmNotFound(
+                f"variant '{name}' is based on the variant '{base}'; a variant's algorithm must "
+                f"be a built-in algorithm ({', '.join(sorted(BUILTIN))}) or 'module:Class'"
+            )
         raise AlgorithmNotFound(_unknown(f"variant '{name}' is based on unknown algorithm '{base}'", sorted(BUILTIN)))
     return target, {key: value for key, value in variant.items() if key != "algorithm"}

@@ -44,8 +44,9 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -
     return (values - mean) * torch.rsqrt(var + eps) * mask
 
 
-def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages and returns ``[N, R]`` by generalized advantage estimation (Schulman et al. 2016,
     "High-dimensional continuous control using generalized advantage estimation"); zero outside ``mask``:
 
@@ -73,8 +74,9 @@ def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
 
 
-def clipped_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                          clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_sequence_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``mean max(−A ρ, −A clip(ρ, 1 ± ε))`` with the sequence ratio ``ρ = πθ(y|x) / π_t(y|x)``, and the
     fraction of clipped ratios: the score-function loss of REINFORCE and RLOO as TRL's RLOOTrainer
     computes it (one sequence-level action; the clipped surrogate of Schulman et al. 2017).
@@ -93,8 +95,7 @@ def clipped_sequence_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ad
     return losses.mean(), ((ratio - 1).abs() > clip_range).float().mean()
 
 
-def preference_loss(logratio: torch.Tensor, rewards: torch.Tensor,
-                    beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def preference_loss(logratio: torch.Tensor, rewards: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean DPO loss and preference accuracy of ``[pairs, 2]`` log-ratios, each pair labelled by
     ``sgn(r(y) − r(y'))``; a pair of equal rewards carries no preference (loss log 2):
 
@@ -108,8 +109,13 @@ def preference_loss(logratio: torch.Tensor, rewards: torch.Tensor,
     return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
 
 
-def shaped_token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                         response_mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+def shaped_token_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    kl_coef: float,
+) -> torch.Tensor:
     """Eq. 22 per token (appendix H.1.4): ``−γ (log π_t − log π_0)`` at every response token (the
     per-token k1 estimate of the KL, :func:`sequence_logratio`, times γ), the score added at the last
     one (EOS, or the final position when there is none). Summed over tokens it is the sequence
@@ -117,8 +123,7 @@ def shaped_token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     """
     token_rewards = -kl_coef * (logprobs - ref_logprobs) * response_mask
     last = response_mask.sum(-1).long() - 1
-    return token_rewards.index_put((torch.arange(len(scores), device=scores.device), last),
-                                   scores, accumulate=True)
+    return token_rewards.index_put((torch.arange(len(scores), device=scores.device), last), scores, accumulate=True)
 
 
 def sequence_logratio(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

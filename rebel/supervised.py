@@ -6,8 +6,9 @@ import json
 import math
 import random
 import statistics
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,14 @@ def _batches(n: int, batch_size: int, epochs: float, rng: random.Random) -> Iter
         order = order[batch_size:]
 
 
-def _fit(model: torch.nn.Module, n: int, stage: dict[str, Any], device: torch.device,
-         loss_fn: Callable[[list[int]], torch.Tensor], desc: str) -> list[float]:
+def _fit(
+    model: torch.nn.Module,
+    n: int,
+    stage: dict[str, Any],
+    device: torch.device,
+    loss_fn: Callable[[list[int]], torch.Tensor],
+    desc: str,
+) -> list[float]:
     """AdamW over shuffled minibatches with the stage's schedule; returns the loss curve."""
     rng = random.Random(stage["seed"])
     torch.manual_seed(stage["seed"])
@@ -43,8 +50,7 @@ def _fit(model: torch.nn.Module, n: int, stage: dict[str, Any], device: torch.de
     scheduler = get_scheduler(stage["schedule"], optimizer, int(stage["warmup_ratio"] * steps), steps)
     model.to(device).train()
     losses = []
-    for batch in tqdm(_batches(n, stage["batch_size"], stage["epochs"], rng), total=steps,
-                      desc=desc, mininterval=5):
+    for batch in tqdm(_batches(n, stage["batch_size"], stage["epochs"], rng), total=steps, desc=desc, mininterval=5):
         loss = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,12 +95,14 @@ def train_sft(cfg: dict[str, Any], data_dir: Path, out: Path, device: torch.devi
     M.save_model(model, out / "model")
     tokenizer.save_pretrained(out / "model")
     M.write_model_ref(out / "model.json", {"path": "model"})
-    (out / "metrics.json").write_text(json.dumps({"steps": len(losses), "first_loss": losses[0],
-                                                   "final_loss": statistics.mean(losses[-20:])}, indent=2))
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {"steps": len(losses), "first_loss": losses[0], "final_loss": statistics.mean(losses[-20:])}, indent=2
+        )
+    )
 
 
-def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: Path,
-                       device: torch.device) -> None:
+def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: Path, device: torch.device) -> None:
     """Bradley–Terry reward model: loss −log σ(r(x, y_w) − r(x, y_l)), backbone from the SFT model.
 
     Afterwards the offset is set so that reference summaries score 0 on average
@@ -119,15 +127,18 @@ def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: 
         def loss_fn(batch: list[int]) -> torch.Tensor:
             both = [torch.cat([c[batch], r[batch]]) for c, r in zip(chosen, rejected)]
             scores = M.reward_scores(model, *both)
-            return -F.logsigmoid(scores[: len(batch)] - scores[len(batch):]).mean()
+            return -F.logsigmoid(scores[: len(batch)] - scores[len(batch) :]).mean()
 
         losses = _fit(model, len(rows), stage, device, loss_fn, "reward model")
         refs = D.read_jsonl(data_dir / "train.jsonl")[:2048]
         model.config.reward_offset = -_mean_score(model, tokenizer, refs, [r["reference"] for r in refs], cfg, device)
         M.save_model(model, out / "model")
         M.write_model_ref(out / "model.json", {"path": "model"})
-        (out / "metrics.json").write_text(json.dumps({"steps": len(losses), "first_loss": losses[0],
-                                                       "final_loss": statistics.mean(losses[-20:])}, indent=2))
+        (out / "metrics.json").write_text(
+            json.dumps(
+                {"steps": len(losses), "first_loss": losses[0], "final_loss": statistics.mean(losses[-20:])}, indent=2
+            )
+        )
     (out / "eval.json").write_text(json.dumps(evaluate_reward_model(model, tokenizer, data_dir, cfg, device), indent=2))
 
 
@@ -137,8 +148,10 @@ def _check_tokenizer(ref: dict[str, Any], data_dir: Path, key: str) -> None:
         return
     shipped, ours = Path(ref["path"]) / "tokenizer.json", data_dir / "tokenizer" / "tokenizer.json"
     if shipped.is_file() and M.file_sha256(shipped) != M.file_sha256(ours):
-        raise HarnessError(f"key '{key}': '{ref['path']}' was trained with another tokenizer than '{ours}' "
-                           f"(data settings changed?); set '{key}: null' to train it on this data")
+        raise HarnessError(
+            f"key '{key}': '{ref['path']}' was trained with another tokenizer than '{ours}' "
+            f"(data settings changed?); set '{key}: null' to train it on this data"
+        )
 
 
 @torch.no_grad()
@@ -146,7 +159,7 @@ def _scores(model, tokenizer, rows, texts, cfg, device) -> torch.Tensor:
     out = []
     step = cfg["runtime"]["rollout_batch_size"]
     for i in range(0, len(rows), step):
-        tensors = _encode_pairs(tokenizer, rows[i:i + step], texts[i:i + step], cfg)
+        tensors = _encode_pairs(tokenizer, rows[i : i + step], texts[i : i + step], cfg)
         out.append(M.reward_scores(model, *(t.to(device) for t in tensors)).cpu())
     return torch.cat(out)
 
@@ -155,12 +168,14 @@ def _mean_score(model, tokenizer, rows, texts, cfg, device) -> float:
     return _scores(model, tokenizer, rows, texts, cfg, device).mean().item()
 
 
-def evaluate_reward_model(model, tokenizer, data_dir: Path, cfg: dict[str, Any],
-                          device: torch.device) -> dict[str, Any]:
+def evaluate_reward_model(
+    model, tokenizer, data_dir: Path, cfg: dict[str, Any], device: torch.device
+) -> dict[str, Any]:
     """Held-out preference accuracy (against the annotators' labels, and the gold order when known)."""
     rows = D.read_jsonl(data_dir / "prefs_val.jsonl")
-    margin = (_scores(model, tokenizer, rows, [r["chosen"] for r in rows], cfg, device)
-              - _scores(model, tokenizer, rows, [r["rejected"] for r in rows], cfg, device))
+    margin = _scores(model, tokenizer, rows, [r["chosen"] for r in rows], cfg, device) - _scores(
+        model, tokenizer, rows, [r["rejected"] for r in rows], cfg, device
+    )
     refs = D.read_jsonl(data_dir / "val.jsonl")
     result: dict[str, Any] = {
         "val_pairs": len(rows),
@@ -168,8 +183,12 @@ def evaluate_reward_model(model, tokenizer, data_dir: Path, cfg: dict[str, Any],
         "reference_mean_score_val": _mean_score(model, tokenizer, refs, [r["reference"] for r in refs], cfg, device),
     }
     if cfg["data"]["source"] == "synthetic":
-        gold = torch.tensor([task.gold_quality(D.prompt_text(r), r["chosen"])
-                             - task.gold_quality(D.prompt_text(r), r["rejected"]) for r in rows])
+        gold = torch.tensor(
+            [
+                task.gold_quality(D.prompt_text(r), r["chosen"]) - task.gold_quality(D.prompt_text(r), r["rejected"])
+                for r in rows
+            ]
+        )
         decided = gold != 0
         result["val_gold_accuracy"] = ((margin[decided] > 0) == (gold[decided] > 0)).float().mean().item()
     return result

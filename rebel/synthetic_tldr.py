@@ -26,12 +26,22 @@ import re
 from dataclasses import dataclass
 
 SUBREDDITS = ("relationships", "legaladvice", "personalfinance", "tifu", "advice")
-SUBJECTS = ("sister", "brother", "boss", "friend", "roommate", "mom", "dad", "neighbor",
-            "girlfriend", "boyfriend", "coworker", "landlord")
-VERBS = ("borrowed", "broke", "lost", "sold", "stole", "hid", "returned", "damaged",
-         "took", "ruined")
-OBJECTS = ("car", "phone", "laptop", "bike", "wallet", "keys", "dog", "couch", "guitar",
-           "camera", "watch", "jacket")
+SUBJECTS = (
+    "sister",
+    "brother",
+    "boss",
+    "friend",
+    "roommate",
+    "mom",
+    "dad",
+    "neighbor",
+    "girlfriend",
+    "boyfriend",
+    "coworker",
+    "landlord",
+)
+VERBS = ("borrowed", "broke", "lost", "sold", "stole", "hid", "returned", "damaged", "took", "ruined")
+OBJECTS = ("car", "phone", "laptop", "bike", "wallet", "keys", "dog", "couch", "guitar", "camera", "watch", "jacket")
 WHEN = ("yesterday", "last week", "on monday", "this morning", "last night", "again")
 DISTRACTOR_TEMPLATES = (
     ("i am", ("twenty", "thirty", "nineteen", "forty")),
@@ -46,12 +56,10 @@ SEPARATOR = " , "
 HUMAN_STOP = 0.65
 """Probability that a human writer stops after each listed fact (:func:`human_summary`)."""
 
-_FACT_SENTENCE = re.compile(
-    rf"\bmy ({'|'.join(SUBJECTS)}) ({'|'.join(VERBS)}) my ({'|'.join(OBJECTS)})\b")
+_FACT_SENTENCE = re.compile(rf"\bmy ({'|'.join(SUBJECTS)}) ({'|'.join(VERBS)}) my ({'|'.join(OBJECTS)})\b")
 _FILLER_WORDS = frozenset(w for f in FILLERS for w in f.split())
 # A tuple, not a set: iteration order must not depend on the interpreter's hash seed.
-_DISTRACTOR_PHRASES = tuple(
-    f"{head.removeprefix('the ')} {v}" for head, values in DISTRACTOR_TEMPLATES for v in values)
+_DISTRACTOR_PHRASES = tuple(f"{head.removeprefix('the ')} {v}" for head, values in DISTRACTOR_TEMPLATES for v in values)
 
 
 Fact = tuple[str, str, str]
@@ -134,8 +142,10 @@ def candidate_summary(post: Post, rng: random.Random) -> str:
     phrases = [fact_phrase(f) for f in facts[: rng.randint(0, len(facts))]]
     if rng.random() < 0.25:
         s, v, _ = rng.choice(post.facts)
-        phrases.insert(rng.randint(0, len(phrases)),
-                       fact_phrase((s, v, rng.choice([o for o in OBJECTS if o not in _post_objects(post)]))))
+        phrases.insert(
+            rng.randint(0, len(phrases)),
+            fact_phrase((s, v, rng.choice([o for o in OBJECTS if o not in _post_objects(post)]))),
+        )
     if rng.random() < 0.25:
         phrases.insert(rng.randint(0, len(phrases)), rng.choice(_distractors_of(post)))
     if rng.random() < 0.15 and phrases:
@@ -159,8 +169,10 @@ def corrupt(post: Post, summary: str, rng: random.Random) -> str:
         phrases.pop(rng.randrange(len(phrases)))
     elif choice == "invent":
         s, v, _ = rng.choice(post.facts)
-        phrases.insert(rng.randint(0, len(phrases)),
-                       fact_phrase((s, v, rng.choice([o for o in OBJECTS if o not in _post_objects(post)]))))
+        phrases.insert(
+            rng.randint(0, len(phrases)),
+            fact_phrase((s, v, rng.choice([o for o in OBJECTS if o not in _post_objects(post)]))),
+        )
     elif choice == "distract":
         phrases.insert(rng.randint(0, len(phrases)), rng.choice(_distractors_of(post)))
     elif choice == "repeat":
@@ -206,9 +218,15 @@ class QualityBreakdown:
     @property
     def score(self) -> float:
         """Gold quality: coverage minus penalties; a summary with no EOS is broken."""
-        return (self.coverage - 0.6 * self.invented - 0.3 * self.irrelevant
-                - 0.4 * self.garbled - 0.3 * self.repeated - 0.15 * self.filler_words
-                - (1.0 if not self.has_eos else 0.0))
+        return (
+            self.coverage
+            - 0.6 * self.invented
+            - 0.3 * self.irrelevant
+            - 0.4 * self.garbled
+            - 0.3 * self.repeated
+            - 0.15 * self.filler_words
+            - (1.0 if not self.has_eos else 0.0)
+        )
 
 
 def gold_breakdown(prompt: str, summary: str, has_eos: bool = True) -> QualityBreakdown:
@@ -223,8 +241,7 @@ def gold_breakdown(prompt: str, summary: str, has_eos: bool = True) -> QualityBr
         if not segment:
             continue
         tokens = tuple(segment.split())
-        if (len(tokens) == 3 and tokens[0] in SUBJECTS and tokens[1] in VERBS
-                and tokens[2] in OBJECTS):
+        if len(tokens) == 3 and tokens[0] in SUBJECTS and tokens[1] in VERBS and tokens[2] in OBJECTS:
             if tokens in seen:
                 repeated += 1
             elif tokens in facts:
@@ -236,8 +253,9 @@ def gold_breakdown(prompt: str, summary: str, has_eos: bool = True) -> QualityBr
             irrelevant += 1
         else:
             garbled += 1
-    return QualityBreakdown(correct / max(len(facts), 1), correct, invented, irrelevant,
-                            garbled, repeated, filler, has_eos)
+    return QualityBreakdown(
+        correct / max(len(facts), 1), correct, invented, irrelevant, garbled, repeated, filler, has_eos
+    )
 
 
 def gold_quality(prompt: str, summary: str, has_eos: bool = True) -> float:

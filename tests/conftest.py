@@ -22,8 +22,17 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_config(tokenizer):
-    return M.scratch_config({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                             "intermediate_size": 64, "rotary_pct": 0.25}, tokenizer, max_positions=128)
+    return M.scratch_config(
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+            "rotary_pct": 0.25,
+        },
+        tokenizer,
+        max_positions=128,
+    )
 
 
 @pytest.fixture
@@ -42,8 +51,18 @@ def snakemake(workdir, *args, config=SMOKE, check=True):
     """Run the repository's Snakefile in ``workdir`` (outputs stay out of the repository)."""
     import subprocess
 
-    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2", *args]
+    cmd = [
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

@@ -56,7 +56,7 @@ class FaultPlan:
 
     def _uniform(self, *parts: object) -> float:
         digest = hashlib.sha256(":".join(map(str, (self.seed, *parts))).encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2 ** 64
+        return int.from_bytes(digest[:8], "big") / 2**64
 
     def transient(self, request_hash: str, attempt: int) -> str | None:
         """``"429"``, ``"500"``, ``"timeout"`` or None for this attempt (0-based) of a request."""
@@ -119,8 +119,9 @@ class FaultyJudgeServer(LoopbackJudgeServer):
     """The loopback server answering as ``faults`` says (no faults: as the plain server); the faults
     it injected, per kind, in ``faults_injected``."""
 
-    def __init__(self, graders: list[Grader], faults: FaultPlan | None = None, *, port: int = 0,
-                 api_key: str | None = None):
+    def __init__(
+        self, graders: list[Grader], faults: FaultPlan | None = None, *, port: int = 0, api_key: str | None = None
+    ):
         self.faults = faults or FaultPlan()
         self._injector = FaultInjector(self.faults)
         super().__init__(graders, port=port, api_key=api_key, intercept=self._injector)

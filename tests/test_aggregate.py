@@ -14,7 +14,7 @@ BETTER = [71.0, 72.0, 73.0, 74.0, 75.0]
 
 def test_iqm_of_five_seeds_is_the_mean_of_the_middle_three_and_its_ci_brackets_it():
     # scipy.stats.trim_mean(x, 0.25) drops int(0.25 * 5) = 1 run at each end: mean(71, 72, 73) = 72.
-    (point, low, high), = iqm_intervals({"rebel": REBEL}).values()
+    ((point, low, high),) = iqm_intervals({"rebel": REBEL}).values()
     assert point == pytest.approx(72.0)
     assert 70.0 <= low < point < high <= 74.0
 
@@ -42,9 +42,19 @@ def _evals(tmp_path, values):
     for algorithm, seeds in values.items():
         for seed, win in enumerate(seeds, start=1):
             path = tmp_path / f"{algorithm}{seed}.json"
-            path.write_text(json.dumps({"winrate": win, "winrate_ci_low": win - 4, "winrate_ci_high": win + 4,
-                                        "rm_score": 0.5, "kl": 1.0, "gold_quality": win / 100,
-                                        "judge_parse_failures": 0}))
+            path.write_text(
+                json.dumps(
+                    {
+                        "winrate": win,
+                        "winrate_ci_low": win - 4,
+                        "winrate_ci_high": win + 4,
+                        "rm_score": 0.5,
+                        "kl": 1.0,
+                        "gold_quality": win / 100,
+                        "judge_parse_failures": 0,
+                    }
+                )
+            )
             evals[(algorithm, seed)] = path
     return evals
 
@@ -54,8 +64,18 @@ def test_table1_gains_iqm_and_improvement_columns_and_the_ceiling_row(tmp_path):
     ceiling = {}
     for seed, win in enumerate([97.0, 97.5, 98.0, 97.0, 97.5], start=1):
         ceiling[seed] = tmp_path / f"ceiling{seed}.json"
-        ceiling[seed].write_text(json.dumps({"winrate": win, "winrate_ci_low": 95, "winrate_ci_high": 99,
-                                             "rm_score": 1.1, "gold_quality": 1.0, "judge_parse_failures": 0}))
+        ceiling[seed].write_text(
+            json.dumps(
+                {
+                    "winrate": win,
+                    "winrate_ci_low": 95,
+                    "winrate_ci_high": 99,
+                    "rm_score": 1.1,
+                    "gold_quality": 1.0,
+                    "judge_parse_failures": 0,
+                }
+            )
+        )
     df = table1({"model_size": "tiny", "algorithms": ["ppo", "rebel"], "paper_setting": None}, evals, ceiling)
     rows = df.set_index("algorithm")
     assert list(rows.index) == ["SFT", "PPO", "REBEL", CEILING]

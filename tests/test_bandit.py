@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, snakemake
+
 from rebel import models as M
 from rebel.bandit import BanditConfig, Problem, TabularPolicy, bradley_terry_policy, run
 from rebel.cli import main
-from rebel.paths import CONFIG_DIR
 from rebel.errors import ConfigError
+from rebel.paths import CONFIG_DIR
 
 DEFAULT = BanditConfig.load(CONFIG_DIR / "testbed" / "bandit.yaml")
 
@@ -22,7 +22,9 @@ DEFAULT = BanditConfig.load(CONFIG_DIR / "testbed" / "bandit.yaml")
 def test_optimum_maximizes_the_objective_and_the_gap_is_beta_kl():
     problem = Problem.make(dataclasses.replace(DEFAULT, beta=0.3))
     best = problem.objective(problem.optimal_logprobs)
-    assert best == pytest.approx((0.3 * torch.logsumexp(problem.ref_logprobs + problem.rewards / 0.3, -1)).mean().item())
+    assert best == pytest.approx(
+        (0.3 * torch.logsumexp(problem.ref_logprobs + problem.rewards / 0.3, -1)).mean().item()
+    )
     for seed in range(5):
         logits = torch.randn(problem.rewards.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         logprobs = torch.log_softmax(logits, -1)
@@ -74,18 +76,30 @@ def test_snakemake_builds_the_testbed_table_and_figure(tmp_path):
     assert list(table.index) == ["Iterative DPO", "PPO", "REINFORCE", "RLOO (k=2)", "RLOO (k=4)", "REBEL"]
     assert (table.n_seeds == 3).all()
     assert table.loc["REBEL", "final_relative_gap_mean"] < 1e-3
-    assert (tmp_path / "figures" / "bandit.png").stat().st_size > 10_000 and (tmp_path / "figures" / "bandit.pdf").is_file()
+    assert (tmp_path / "figures" / "bandit.png").stat().st_size > 10_000 and (
+        tmp_path / "figures" / "bandit.pdf"
+    ).is_file()
 
 
 def test_spo_rebel_approaches_the_minimax_winner_where_bradley_terry_cannot():
     """Appendix D: on a rock–paper–scissors preference (intransitive), REBEL with SPO self-play
     rewards drives the duality gap of its average policy towards 0 (the minimax winner is uniform);
     a Bradley–Terry reward fitted to the same preferences, optimized at any β, stays far from it."""
-    cfg = BanditConfig(algorithms=("rebel",), seeds=(1,), lr={"rebel": 0.03}, contexts=4, responses=3,
-                       reference_std=1.5, preference_strength=0.6, beta=0.0, iterations=1000,
-                       contexts_per_iteration=32, minibatch_contexts=16)
+    cfg = BanditConfig(
+        algorithms=("rebel",),
+        seeds=(1,),
+        lr={"rebel": 0.03},
+        contexts=4,
+        responses=3,
+        reference_std=1.5,
+        preference_strength=0.6,
+        beta=0.0,
+        iterations=1000,
+        contexts_per_iteration=32,
+        minibatch_contexts=16,
+    )
     records = run(cfg, "rebel", 1)
-    assert records[0]["duality_gap"] > 0.7                 # π_ref, the starting policy
+    assert records[0]["duality_gap"] > 0.7  # π_ref, the starting policy
     assert records[-1]["average_duality_gap"] < 0.1
     problem = Problem.make(cfg)
     for beta in (0.01, 0.1, 1.0, 10.0):
@@ -98,24 +112,65 @@ def test_bandit_cli_runs_and_reports_the_preference_setting(tmp_path):
     ``python -m rebel bandit`` (self-play records have no reward gap: it reports the duality gap)
     and through the report (table and figure of duality gaps)."""
     settings = yaml.safe_load((CONFIG_DIR / "testbed" / "bandit.yaml").read_text())
-    settings |= {"algorithms": ["rebel", "rloo_k2"], "seeds": [1, 2], "responses": 3, "preference_strength": 0.6,
-                 "contexts": 4, "iterations": 20, "contexts_per_iteration": 16, "minibatch_contexts": 8,
-                 "lr": {"rebel": 0.03, "rloo_k2": 0.3}}
+    settings |= {
+        "algorithms": ["rebel", "rloo_k2"],
+        "seeds": [1, 2],
+        "responses": 3,
+        "preference_strength": 0.6,
+        "contexts": 4,
+        "iterations": 20,
+        "contexts_per_iteration": 16,
+        "minibatch_contexts": 8,
+        "lr": {"rebel": 0.03, "rloo_k2": 0.3},
+    }
     config = tmp_path / "bandit-preference.yaml"
     config.write_text(yaml.safe_dump(settings))
     for algorithm in settings["algorithms"]:
-        result = subprocess.run([sys.executable, "-m", "rebel", "bandit", "--threads", "1", "--bandit-config",
-                                 str(config), "--algorithm", algorithm, "--out", str(tmp_path / "results" / algorithm)],
-                                cwd=REPO, capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rebel",
+                "bandit",
+                "--threads",
+                "1",
+                "--bandit-config",
+                str(config),
+                "--algorithm",
+                algorithm,
+                "--out",
+                str(tmp_path / "results" / algorithm),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"bandit: {algorithm} seed 1: average_duality_gap " in result.stdout
         records = pd.read_json(tmp_path / "results" / algorithm / "seed2.jsonl", lines=True)
         assert "gap" not in records and records.iteration.max() == 20
         assert records.average_duality_gap.between(0, 2 * 0.6).all() and records.duality_gap.notna().all()
     out = tmp_path / "tables"
-    assert main(["bandit-report", "--threads", "1", "--bandit-config", str(config), "--results",
-                 str(tmp_path / "results"), "--csv", str(out / "bandit.csv"), "--md", str(out / "bandit.md"),
-                 "--png", str(tmp_path / "figures" / "bandit.png")]) == 0
+    assert (
+        main(
+            [
+                "bandit-report",
+                "--threads",
+                "1",
+                "--bandit-config",
+                str(config),
+                "--results",
+                str(tmp_path / "results"),
+                "--csv",
+                str(out / "bandit.csv"),
+                "--md",
+                str(out / "bandit.md"),
+                "--png",
+                str(tmp_path / "figures" / "bandit.png"),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "bandit.csv").set_index("algorithm")
     assert list(table.index) == ["REBEL", "RLOO (k=2)"] and (table.n_seeds == 2).all()
     assert table.final_average_duality_gap_mean.between(0, 1.2).all() and "final_gap_mean" not in table

@@ -72,8 +72,10 @@ def test_rloo_variants_of_the_registry():
     for name, k in (("rloo", 2), ("rloo_k2", 2), ("rloo_k4", 4)):
         algorithm = build_algorithm(name, {"variants": {}, "algorithm_params": {}})
         assert (algorithm.samples_per_prompt, algorithm.label) == (k, f"RLOO (k={k})")
-    config = {"variants": {"rloo_k8": {"algorithm": "rloo", "k": 8}, "rloo_k2": {"algorithm": "rloo", "k": 3}},
-              "algorithm_params": {"rloo_k8": {"clip_range": 0.1}}}
+    config = {
+        "variants": {"rloo_k8": {"algorithm": "rloo", "k": 8}, "rloo_k2": {"algorithm": "rloo", "k": 3}},
+        "algorithm_params": {"rloo_k8": {"clip_range": 0.1}},
+    }
     rloo_k8 = build_algorithm("rloo_k8", config)
     assert (rloo_k8.samples_per_prompt, rloo_k8.label, rloo_k8.params.clip_range) == (8, "RLOO (k=8)", 0.1)
     assert build_algorithm("rloo_k2", config).samples_per_prompt == 3  # the config's variant first
@@ -94,8 +96,10 @@ def test_registry_is_a_leaf_that_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, rebel.registry; heavy = [m for m in ('torch', 'rebel.algorithms', 'baselines') "
-            "if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, rebel.registry; heavy = [m for m in ('torch', 'rebel.algorithms', 'baselines') "
+        "if m in sys.modules]; print(heavy)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -138,8 +142,8 @@ def test_reinforce_moving_average_baseline_by_hand():
     assert loss.item() == pytest.approx(-2.0) and stats["baseline"].item() == 0.0
     loss.backward()
     torch.testing.assert_close(new.grad, torch.tensor([[-0.5] * 2, [-1.5] * 2]))
-    algorithm.observe({"reward": 2.0})   # b = 0.5 * 0 + 0.5 * 2 = 1
-    algorithm.observe({"reward": 3.0})   # b = 0.5 * 1 + 0.5 * 3 = 2
+    algorithm.observe({"reward": 2.0})  # b = 0.5 * 0 + 0.5 * 2 = 1
+    algorithm.observe({"reward": 3.0})  # b = 0.5 * 1 + 0.5 * 3 = 2
     assert algorithm.baseline == pytest.approx(2.0)
     # advantages -1, 1: loss = -(-1 + 1) / 2 = 0
     loss, _ = algorithm.loss(new, make_rollout(new.detach().clone(), rewards, k=1))
@@ -153,7 +157,8 @@ def test_ppo_clipped_losses_by_hand():
     old = torch.zeros(1, 2)
     new = torch.log(torch.tensor([[1.5, 0.5]]))
     batch = make_rollout(old, torch.zeros(1), k=1).with_targets(
-        advantages=torch.tensor([[1.0, -1.0]]), returns=torch.tensor([[0.6, 0.2]]))
+        advantages=torch.tensor([[1.0, -1.0]]), returns=torch.tensor([[0.6, 0.2]])
+    )
     batch = dataclasses.replace(batch, values=torch.tensor([[0.5, 0.5]]))
     loss, stats = PPO(PPOParams()).loss(new, batch, values=torch.tensor([[1.0, 0.0]]))
     # policy, ratios 1.5 and 0.5 clipped to [0.8, 1.2]: max(-1.5, -1.2) = -1.2 and max(0.5, 0.8) = 0.8 -> -0.2
@@ -172,8 +177,9 @@ class _RecordingSGD(torch.optim.SGD):
         self.steps = []
 
     def step(self, closure=None):
-        self.steps.append([(p.detach().clone(), p.grad.detach().clone())
-                           for g in self.param_groups for p in g["params"]])
+        self.steps.append(
+            [(p.detach().clone(), p.grad.detach().clone()) for g in self.param_groups for p in g["params"]]
+        )
         return super().step(closure)
 
 
@@ -197,16 +203,29 @@ def test_loop_update_first_minibatch_on_policy_later_ones_importance_weighted(po
     with torch.no_grad():
         old = M.response_logprobs(policy, p_ids, p_mask, r_ids, r_mask, temperature)
     rewards = torch.randn(n)
-    rollout = Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
-                      has_eos=torch.ones(n, dtype=torch.bool), logprobs=old, ref_logprobs=old, scores=rewards,
-                      rewards=rewards, token_rewards=torch.zeros_like(old), samples_per_prompt=k)
-    advantages = (leave_one_out_advantages(rewards.reshape(-1, k)).reshape(-1) if k > 1 else rewards)
-    cfg = {"policy": {"temperature": temperature, "minibatch_prompts": 2, "epochs_per_iteration": 1},
-           "runtime": {"update_micro_batch_prompts": None}}
+    rollout = Rollout(
+        prompt_ids=p_ids,
+        prompt_mask=p_mask,
+        response_ids=r_ids,
+        response_mask=r_mask,
+        has_eos=torch.ones(n, dtype=torch.bool),
+        logprobs=old,
+        ref_logprobs=old,
+        scores=rewards,
+        rewards=rewards,
+        token_rewards=torch.zeros_like(old),
+        samples_per_prompt=k,
+    )
+    advantages = leave_one_out_advantages(rewards.reshape(-1, k)).reshape(-1) if k > 1 else rewards
+    cfg = {
+        "policy": {"temperature": temperature, "minibatch_prompts": 2, "epochs_per_iteration": 1},
+        "runtime": {"update_micro_batch_prompts": None},
+    }
     optimizer = _RecordingSGD(policy.parameters(), lr=2e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    update(policy, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg,
-           torch.Generator().manual_seed(0))
+    update(
+        policy, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg, torch.Generator().manual_seed(0)
+    )
     order = torch.randperm(prompts, generator=torch.Generator().manual_seed(0))
     assert len(optimizer.steps) == 2
 
@@ -214,7 +233,7 @@ def test_loop_update_first_minibatch_on_policy_later_ones_importance_weighted(po
         with torch.no_grad():
             for p, (value, _) in zip(policy.parameters(), optimizer.steps[step]):
                 p.copy_(value)
-        rows = (order[2 * step:2 * step + 2, None] * k + torch.arange(k)).reshape(-1)
+        rows = (order[2 * step : 2 * step + 2, None] * k + torch.arange(k)).reshape(-1)
         logp = M.response_logprobs(policy, p_ids[rows], p_mask[rows], r_ids[rows], r_mask[rows], temperature).sum(-1)
         ratio = torch.exp(logp - old[rows].sum(-1)).detach() if weighted else torch.ones(len(rows))
         if weighted:
@@ -226,6 +245,6 @@ def test_loop_update_first_minibatch_on_policy_later_ones_importance_weighted(po
     def close(grads, step):
         return all(torch.allclose(g, got, atol=1e-6, rtol=1e-4) for g, (_, got) in zip(grads, optimizer.steps[step]))
 
-    assert close(expected_gradient(0, weighted=False), 0)      # first minibatch: on-policy
-    assert close(expected_gradient(1, weighted=True), 1)       # second: importance-weighted
+    assert close(expected_gradient(0, weighted=False), 0)  # first minibatch: on-policy
+    assert close(expected_gradient(1, weighted=True), 1)  # second: importance-weighted
     assert not close(expected_gradient(1, weighted=False), 1)  # ... not the plain score function

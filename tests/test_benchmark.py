@@ -9,9 +9,9 @@ from eval.benchmark_report import paper_winrates, write_figure2
 from rebel.benchmark import FIGURE2_ALGORITHMS, run_benchmark, shape_config
 from rebel.cli import main
 from rebel.config import load_config
-from rebel.paths import CONFIG_DIR
 from rebel.errors import HarnessError
 from rebel.generation import HFGenerationBackend, sample_responses
+from rebel.paths import CONFIG_DIR
 from rebel.profiling import phase, profile_summary
 
 PAPER_2_8B = CONFIG_DIR / "tldr-2.8b.yaml"
@@ -19,14 +19,42 @@ PAPER_2_8B = CONFIG_DIR / "tldr-2.8b.yaml"
 
 def test_profile_summary_averages_after_the_warm_up():
     records = [  # iteration 0 is the warm-up; DPO-like records have no generation phase
-        {"iteration": 0, "generation_seconds": 9.0, "scoring_seconds": 9.0, "update_seconds": 9.0,
-         "generation_peak_rss_mib": 4096.0, "scoring_peak_rss_mib": 1.0, "update_peak_rss_mib": 1.0},
-        {"iteration": 1, "generation_seconds": 1.0, "scoring_seconds": 0.5, "update_seconds": 2.0,
-         "generation_peak_rss_mib": 1024.0, "scoring_peak_rss_mib": 512.0, "update_peak_rss_mib": 2048.0},
-        {"iteration": 2, "generation_seconds": 3.0, "scoring_seconds": 1.5, "update_seconds": 4.0,
-         "generation_peak_rss_mib": 1536.0, "scoring_peak_rss_mib": 512.0, "update_peak_rss_mib": 1024.0},
-        {"iteration": 3, "generation_seconds": 100.0, "scoring_seconds": 0.0, "update_seconds": 0.0,
-         "generation_peak_rss_mib": 0.0, "scoring_peak_rss_mib": 0.0, "update_peak_rss_mib": 0.0},
+        {
+            "iteration": 0,
+            "generation_seconds": 9.0,
+            "scoring_seconds": 9.0,
+            "update_seconds": 9.0,
+            "generation_peak_rss_mib": 4096.0,
+            "scoring_peak_rss_mib": 1.0,
+            "update_peak_rss_mib": 1.0,
+        },
+        {
+            "iteration": 1,
+            "generation_seconds": 1.0,
+            "scoring_seconds": 0.5,
+            "update_seconds": 2.0,
+            "generation_peak_rss_mib": 1024.0,
+            "scoring_peak_rss_mib": 512.0,
+            "update_peak_rss_mib": 2048.0,
+        },
+        {
+            "iteration": 2,
+            "generation_seconds": 3.0,
+            "scoring_seconds": 1.5,
+            "update_seconds": 4.0,
+            "generation_peak_rss_mib": 1536.0,
+            "scoring_peak_rss_mib": 512.0,
+            "update_peak_rss_mib": 1024.0,
+        },
+        {
+            "iteration": 3,
+            "generation_seconds": 100.0,
+            "scoring_seconds": 0.0,
+            "update_seconds": 0.0,
+            "generation_peak_rss_mib": 0.0,
+            "scoring_peak_rss_mib": 0.0,
+            "update_peak_rss_mib": 0.0,
+        },
     ]
     summary = profile_summary(records, warmup=1, iterations=2)
     assert summary["iterations_averaged"] == 2
@@ -60,13 +88,25 @@ def test_full_length_generation_suppresses_eos(policy, tokenizer):
         policy.get_output_embeddings().weight[eos] = 0.0
         policy.get_output_embeddings().weight[eos, 0] = 50.0
     prompts = torch.randint(5, 500, (3, 6))
-    kwargs = dict(samples_per_prompt=2, temperature=1.0, max_new_tokens=5, batch_size=8, eos_token_id=eos,
-                  pad_token_id=tokenizer.pad_token_id)
-    stops = sample_responses(HFGenerationBackend(eos, tokenizer.pad_token_id), policy, prompts,
-                             torch.ones_like(prompts), **kwargs)
+    kwargs = dict(
+        samples_per_prompt=2,
+        temperature=1.0,
+        max_new_tokens=5,
+        batch_size=8,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    stops = sample_responses(
+        HFGenerationBackend(eos, tokenizer.pad_token_id), policy, prompts, torch.ones_like(prompts), **kwargs
+    )
     assert stops[4].all() and (stops[3].sum(-1) == 1).all()  # EOS first, everything after it padding
-    full = sample_responses(HFGenerationBackend(eos, tokenizer.pad_token_id, full_length=True), policy, prompts,
-                            torch.ones_like(prompts), **kwargs)
+    full = sample_responses(
+        HFGenerationBackend(eos, tokenizer.pad_token_id, full_length=True),
+        policy,
+        prompts,
+        torch.ones_like(prompts),
+        **kwargs,
+    )
     assert not full[4].any() and (full[3] == 1).all()
 
 
@@ -85,7 +125,8 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
         assert entry["total_s"] == pytest.approx(entry["generation_s"] + entry["scoring_s"] + entry["update_s"])
         assert entry["memory_kind"] == "rss" and entry["peak_memory_gib"] > 0.1
         assert 0 < entry["cpu_update_s"] and entry["cpu_total_s"] == pytest.approx(
-            entry["cpu_generation_s"] + entry["cpu_scoring_s"] + entry["cpu_update_s"])
+            entry["cpu_generation_s"] + entry["cpu_scoring_s"] + entry["cpu_update_s"]
+        )
 
 
 def test_shape_config_scales_the_workload_and_caps_minibatches():
@@ -99,11 +140,14 @@ def test_shape_config_scales_the_workload_and_caps_minibatches():
     assert shape_config(load_config(PAPER_2_8B), "pythia-2.8b")["data"]["prompt_length"] == 512
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--shape", "pythia-9b"], "unknown benchmark shape 'pythia-9b'; shapes: pythia-2.8b"),
-    (["--shape", "tiny", "--algorithms", "rebel", "ppo2"], "unknown algorithm 'ppo2'"),
-    (["--shape", "pythia-2.8b"], "shape 'pythia-2.8b' is the GPU setting and needs CUDA"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shape", "pythia-9b"], "unknown benchmark shape 'pythia-9b'; shapes: pythia-2.8b"),
+        (["--shape", "tiny", "--algorithms", "rebel", "ppo2"], "unknown algorithm 'ppo2'"),
+        (["--shape", "pythia-2.8b"], "shape 'pythia-2.8b' is the GPU setting and needs CUDA"),
+    ],
+)
 def test_bad_shape_or_algorithm_fails_in_one_line(tmp_path, capsys, args, message):
     if "pythia-2.8b" in args and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
@@ -114,20 +158,41 @@ def test_bad_shape_or_algorithm_fails_in_one_line(tmp_path, capsys, args, messag
 
 
 def _entry(name, k, generation, scoring, update, memory):
-    return {"algorithm": name, "samples_per_prompt": k, "update_passes": 4, "generation_s": generation,
-            "scoring_s": scoring, "update_s": update, "total_s": generation + scoring + update,
-            "peak_memory_gib": memory, "memory_kind": "gpu"}
+    return {
+        "algorithm": name,
+        "samples_per_prompt": k,
+        "update_passes": 4,
+        "generation_s": generation,
+        "scoring_s": scoring,
+        "update_s": update,
+        "total_s": generation + scoring + update,
+        "peak_memory_gib": memory,
+        "memory_kind": "gpu",
+    }
 
 
 def test_figure2_renders_from_a_result_file(tmp_path):
     result = {
-        "shape": "pythia-2.8b", "note": "random initialization, timing only", "date": "2026-01-01",
-        "device": {"type": "cuda", "name": "Test GPU"}, "memory_measured": "GPU memory allocated",
+        "shape": "pythia-2.8b",
+        "note": "random initialization, timing only",
+        "date": "2026-01-01",
+        "device": {"type": "cuda", "name": "Test GPU"},
+        "memory_measured": "GPU memory allocated",
         "versions": {"torch": "t", "transformers": "x", "peft": "p"},
-        "settings": {"prompts_per_iteration": 512, "prompt_length": 512, "response_length": 53,
-                     "iterations_averaged": 2, "warmup_iterations": 1, "repeats": 1},
-        "algorithms": [_entry("rebel", 2, 10.0, 2.0, 8.0, 30.0), _entry("ppo", 1, 6.0, 2.0, 22.0, 40.0),
-                       _entry("rloo_k4", 4, 20.0, 4.0, 16.0, 50.0), _entry("dpo", 2, 0.0, 1.0, 4.0, 20.0)],
+        "settings": {
+            "prompts_per_iteration": 512,
+            "prompt_length": 512,
+            "response_length": 53,
+            "iterations_averaged": 2,
+            "warmup_iterations": 1,
+            "repeats": 1,
+        },
+        "algorithms": [
+            _entry("rebel", 2, 10.0, 2.0, 8.0, 30.0),
+            _entry("ppo", 1, 6.0, 2.0, 22.0, 40.0),
+            _entry("rloo_k4", 4, 20.0, 4.0, 16.0, 50.0),
+            _entry("dpo", 2, 0.0, 1.0, 4.0, 20.0),
+        ],
     }
     path = tmp_path / "benchmark.json"
     path.write_text(json.dumps(result))
@@ -149,8 +214,11 @@ def test_figure2_order_is_ascending_in_the_papers_winrates():
     from eval.tables import display_name
 
     for size in ("2.8b", "6.9b"):
-        reported = [winrates[display_name(a)][0] for a in FIGURE2_ALGORITHMS
-                    if display_name(a) in winrates and winrates[display_name(a)][1] == size]
+        reported = [
+            winrates[display_name(a)][0]
+            for a in FIGURE2_ALGORITHMS
+            if display_name(a) in winrates and winrates[display_name(a)][1] == size
+        ]
         assert len(reported) >= 3 and reported == sorted(reported)
 
 
@@ -178,18 +246,38 @@ def test_update_micro_batches_accumulate_the_minibatch_gradient(policy, tokenize
     with torch.no_grad():
         logprobs = M.response_logprobs(policy, prompt_ids, ones_p, response_ids, ones_r, 1.0)
     rewards = torch.randn(n * k)
-    rollout = Rollout(prompt_ids=prompt_ids, prompt_mask=ones_p, response_ids=response_ids, response_mask=ones_r,
-                      has_eos=torch.ones(n * k, dtype=torch.bool), logprobs=logprobs, ref_logprobs=logprobs,
-                      scores=rewards, rewards=rewards, token_rewards=torch.zeros(n * k, r), samples_per_prompt=k)
+    rollout = Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=ones_p,
+        response_ids=response_ids,
+        response_mask=ones_r,
+        has_eos=torch.ones(n * k, dtype=torch.bool),
+        logprobs=logprobs,
+        ref_logprobs=logprobs,
+        scores=rewards,
+        rewards=rewards,
+        token_rewards=torch.zeros(n * k, r),
+        samples_per_prompt=k,
+    )
     algorithm = build_algorithm("rebel", {"algorithm_params": {"rebel": {"eta": 1.0}}})
     after = []
     for micro in (None, 1):
         model = copy.deepcopy(policy)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        cfg = {"policy": {"minibatch_prompts": 4, "temperature": 1.0, "epochs_per_iteration": 1},
-               "runtime": {"update_micro_batch_prompts": micro}}
-        stats = update(model, rollout, algorithm, optimizer, get_scheduler("constant", optimizer), Accelerator(cpu=True),
-                       cfg, torch.Generator().manual_seed(0))
+        cfg = {
+            "policy": {"minibatch_prompts": 4, "temperature": 1.0, "epochs_per_iteration": 1},
+            "runtime": {"update_micro_batch_prompts": micro},
+        }
+        stats = update(
+            model,
+            rollout,
+            algorithm,
+            optimizer,
+            get_scheduler("constant", optimizer),
+            Accelerator(cpu=True),
+            cfg,
+            torch.Generator().manual_seed(0),
+        )
         after.append((torch.cat([p.detach().flatten() for p in model.parameters()]), stats["loss"]))
     (whole, loss_whole), (micro, loss_micro) = after
     assert not torch.equal(whole, torch.cat([p.detach().flatten() for p in policy.parameters()]))  # it did move
@@ -207,19 +295,28 @@ def test_run_json_profile_averages_the_metrics_after_the_warm_up(smoke_run, algo
     totals = [sum(r[f"{p}_seconds"] for p in phases) for r in records[1:]]
     assert profile["seconds"]["total"] == pytest.approx(sum(totals) / len(totals))
     assert profile["peak_rss_gib"]["all"] == pytest.approx(
-        max(r[f"{p}_peak_rss_mib"] for r in records[1:] for p in phases) / 1024)
+        max(r[f"{p}_peak_rss_mib"] for r in records[1:] for p in phases) / 1024
+    )
 
 
 def test_append_merges_algorithms_of_the_same_setting_only(tmp_path):
     from rebel.benchmark import _appended
 
     def result(algorithms, date, prompts=128):
-        return {"shape": "pythia-2.8b", "settings": {"prompts_per_iteration": prompts}, "date": date,
-                "device": {"name": "GPU", "load_average_1min": {"before": 0.0, "after": 1.0}},
-                "algorithms": [{"algorithm": a, "total_s": float(i)} for i, a in enumerate(algorithms)]}
+        return {
+            "shape": "pythia-2.8b",
+            "settings": {"prompts_per_iteration": prompts},
+            "date": date,
+            "device": {"name": "GPU", "load_average_1min": {"before": 0.0, "after": 1.0}},
+            "algorithms": [{"algorithm": a, "total_s": float(i)} for i, a in enumerate(algorithms)],
+        }
 
     merged = _appended(result(["dpo", "rebel"], "d1"), result(["rebel", "ppo"], "d2"), tmp_path / "b.json")
-    assert [(a["algorithm"], a["total_s"]) for a in merged["algorithms"]] == [("dpo", 0.0), ("rebel", 0.0), ("ppo", 1.0)]
+    assert [(a["algorithm"], a["total_s"]) for a in merged["algorithms"]] == [
+        ("dpo", 0.0),
+        ("rebel", 0.0),
+        ("ppo", 1.0),
+    ]
     assert merged["dates"] == ["d1", "d2"] and len(merged["load_average_1min"]) == 2
     with pytest.raises(HarnessError, match="its settings differ"):
         _appended(result(["dpo"], "d1"), result(["ppo"], "d2", prompts=512), tmp_path / "b.json")

@@ -9,12 +9,15 @@ from eval.judges import tldr_gold_grader
 from eval.mt_bench import judge_messages, load_judge_prompts
 from rebel import synthetic_tldr as task
 
-QUESTION = task.format_prompt("tifu", "my boss and my car",
-                              "my boss lost my car yesterday . i like pizza . my sister sold my phone again . "
-                              "now i feel sad . what should i do ?")
-PERFECT = " boss lost car , sister sold phone"          # q = 1
-PARTIAL = " so basically boss lost car"                   # q = 0.5 - 2 * 0.15 = 0.2
-INVENTED = " boss lost laptop"                            # q = 0 - 0.6 = -0.6
+QUESTION = task.format_prompt(
+    "tifu",
+    "my boss and my car",
+    "my boss lost my car yesterday . i like pizza . my sister sold my phone again . "
+    "now i feel sad . what should i do ?",
+)
+PERFECT = " boss lost car , sister sold phone"  # q = 1
+PARTIAL = " so basically boss lost car"  # q = 0.5 - 2 * 0.15 = 0.2
+INVENTED = " boss lost laptop"  # q = 0 - 0.6 = -0.6
 
 
 def _alpaca_request(instruction: str, output_1: str, output_2: str) -> dict:
@@ -23,10 +26,16 @@ def _alpaca_request(instruction: str, output_1: str, output_2: str) -> dict:
     from alpaca_eval.utils import prompt_to_chatml
 
     template = (constants.EVALUATORS_CONFIG_DIR / "alpaca_eval_clf_gpt4_turbo" / "alpaca_eval_clf.txt").read_text()
-    prompt = template.replace("{instruction}", instruction).replace("{output_1}", output_1).replace(
-        "{output_2}", output_2)
-    return {"model": "gpt-4-1106-preview", "messages": prompt_to_chatml(prompt.strip()), "max_tokens": 1,
-            "logprobs": True, "top_logprobs": 5}
+    prompt = (
+        template.replace("{instruction}", instruction).replace("{output_1}", output_1).replace("{output_2}", output_2)
+    )
+    return {
+        "model": "gpt-4-1106-preview",
+        "messages": prompt_to_chatml(prompt.strip()),
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": 5,
+    }
 
 
 def test_gold_quality_of_the_hand_made_answers():
@@ -37,7 +46,7 @@ def test_gold_quality_of_the_hand_made_answers():
 
 def test_alpaca_grader_answers_a_bradley_terry_probability():
     token, logprobs = alpaca_judgment(_alpaca_request(QUESTION, PERFECT, PARTIAL))
-    p_m = 1 / (1 + math.exp(-(1.0 - 0.2) / 0.1))   # σ((q1 - q2) / τ), τ = 0.1
+    p_m = 1 / (1 + math.exp(-(1.0 - 0.2) / 0.1))  # σ((q1 - q2) / τ), τ = 0.1
     assert token == "m"
     assert math.exp(logprobs[0]["m"]) == pytest.approx(p_m, rel=1e-9)
     assert math.exp(logprobs[0]["M"]) == pytest.approx(1 - p_m, rel=1e-6)
@@ -48,15 +57,21 @@ def test_alpaca_grader_answers_a_bradley_terry_probability():
 def test_alpaca_grader_equal_outputs_are_even_and_extreme_margins_stay_finite():
     _, logprobs = alpaca_judgment(_alpaca_request(QUESTION, PARTIAL, PARTIAL))
     assert logprobs[0]["m"] == pytest.approx(math.log(0.5)) and logprobs[0]["M"] == pytest.approx(math.log(0.5))
-    garbage = " x y z , " * 200   # hundreds of garbled phrases: margin of thousands of units of τ
+    garbage = " x y z , " * 200  # hundreds of garbled phrases: margin of thousands of units of τ
     _, logprobs = alpaca_judgment(_alpaca_request(QUESTION, PERFECT, garbage))
     assert math.isfinite(logprobs[0]["M"]) and logprobs[0]["m"] == pytest.approx(0.0)
 
 
 def test_graders_decline_each_others_prompts():
     alpaca = _alpaca_request(QUESTION, PERFECT, PARTIAL)
-    mt = {"messages": judge_messages(load_judge_prompts(), {"question_id": 81, "category": "writing",
-                                                            "turns": [QUESTION, QUESTION]}, [PERFECT, PARTIAL], 1)}
+    mt = {
+        "messages": judge_messages(
+            load_judge_prompts(),
+            {"question_id": 81, "category": "writing", "turns": [QUESTION, QUESTION]},
+            [PERFECT, PARTIAL],
+            1,
+        )
+    }
     tldr = {"messages": [{"role": "user", "content": "Which of the following summaries does a better job?"}]}
     assert alpaca_grader(alpaca).text == "m" and mt_bench_grader(alpaca) is None
     assert "Rating: [[10]]" in mt_bench_grader(mt).text and alpaca_grader(mt) is None
@@ -64,14 +79,17 @@ def test_graders_decline_each_others_prompts():
     assert tldr_gold_grader(alpaca) is None and tldr_gold_grader(mt) is None
 
 
-@pytest.mark.parametrize("answer,rating", [
-    (PERFECT, 10),                                  # q = 1
-    (" boss lost car", 8),                          # q = 0.5: 1 + 9 * 0.75 = 7.75
-    (PARTIAL, 6),                                   # q = 0.2: 6.4
-    (" i like pizza", 4),                           # q = -0.3 (a distractor): 4.15
-    (INVENTED, 3),                                  # q = -0.6: 2.8
-    (" boss lost laptop , sister sold laptop", 1),  # q = -1.2, clipped
-])
+@pytest.mark.parametrize(
+    "answer,rating",
+    [
+        (PERFECT, 10),  # q = 1
+        (" boss lost car", 8),  # q = 0.5: 1 + 9 * 0.75 = 7.75
+        (PARTIAL, 6),  # q = 0.2: 6.4
+        (" i like pizza", 4),  # q = -0.3 (a distractor): 4.15
+        (INVENTED, 3),  # q = -0.6: 2.8
+        (" boss lost laptop , sister sold laptop", 1),  # q = -1.2, clipped
+    ],
+)
 def test_rating_maps_gold_quality_to_one_to_ten(answer, rating):
     assert gold_rating(QUESTION, answer) == rating
 

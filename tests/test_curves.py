@@ -41,11 +41,20 @@ def write_runs(results, algorithms=tuple(WINRATE), seeds=SEEDS, drop=()):
             lines = []
             for i, (iterations, winrate) in enumerate(zip(ITERATIONS, WINRATE[algorithm][seed])):
                 prompts = iterations * PROMPTS_PER_ITERATION
-                point = {"iterations": iterations, "prompts": prompts,
-                         "reward_model_calls": prompts * CALLS[algorithm], "preference_queries": 0,
-                         "n_prompts": 200, "judge": "gold", "winrate": winrate, "judged": 200,
-                         "judge_parse_failures": 0, "rm_score": -0.4 + 0.1 * i + 0.01 * seed, "eos_rate": 1.0,
-                         "gold_quality": winrate / 100}
+                point = {
+                    "iterations": iterations,
+                    "prompts": prompts,
+                    "reward_model_calls": prompts * CALLS[algorithm],
+                    "preference_queries": 0,
+                    "n_prompts": 200,
+                    "judge": "gold",
+                    "winrate": winrate,
+                    "judged": 200,
+                    "judge_parse_failures": 0,
+                    "rm_score": -0.4 + 0.1 * i + 0.01 * seed,
+                    "eos_rate": 1.0,
+                    "gold_quality": winrate / 100,
+                }
                 lines.append(json.dumps({k: v for k, v in point.items() if k not in drop}))
             (folder / "curve.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -59,16 +68,38 @@ def rendered(tmp_path_factory):
     for seed in SEEDS:
         (results / "ceiling" / f"seed{seed}").mkdir(parents=True)
         (results / "ceiling" / f"seed{seed}" / "curve.json").write_text(json.dumps({"split": "val", **CEILING}))
-    code = main(["curves", "--config", config_file(root), "--results", str(results), "--algorithms", *WINRATE, "--png",
-                 str(root / "figures" / "curves.png"), "--csv", str(root / "tables" / "curves.csv")])
+    code = main(
+        [
+            "curves",
+            "--config",
+            config_file(root),
+            "--results",
+            str(results),
+            "--algorithms",
+            *WINRATE,
+            "--png",
+            str(root / "figures" / "curves.png"),
+            "--csv",
+            str(root / "tables" / "curves.csv"),
+        ]
+    )
     assert code == 0
     return root
 
 
 def test_iqm_over_three_seeds_is_their_mean_and_the_ci_brackets_it(rendered):
     table = pd.read_csv(rendered / "tables" / "curves.csv")
-    assert list(table.columns) == ["algorithm", "iterations", "x", "x_label", "metric", "iqm", "ci_low", "ci_high",
-                                   "n_seeds"]
+    assert list(table.columns) == [
+        "algorithm",
+        "iterations",
+        "x",
+        "x_label",
+        "metric",
+        "iqm",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+    ]
     assert len(table) == len(WINRATE) * len(ITERATIONS)
     assert set(table.metric) == {"winrate"} and set(table.n_seeds) == {3}
     rows = table.set_index(["algorithm", "iterations"])
@@ -99,8 +130,17 @@ def test_png_and_pdf_are_written(rendered):
 
 
 def test_iqm_of_four_seeds_drops_the_outer_quarters_and_one_seed_has_a_point_ci():
-    df = pd.DataFrame({"algorithm": "rebel", "seed": [1, 2, 3, 4], "iterations": 5, "prompts": 160,
-                       "reward_model_calls": 320, "preference_queries": 0, "rm_score": [0.1, 0.2, 0.3, 1.0]})
+    df = pd.DataFrame(
+        {
+            "algorithm": "rebel",
+            "seed": [1, 2, 3, 4],
+            "iterations": 5,
+            "prompts": 160,
+            "reward_model_calls": 320,
+            "preference_queries": 0,
+            "rm_score": [0.1, 0.2, 0.3, 1.0],
+        }
+    )
     row = curve_aggregates(df, "rm_score").iloc[0]
     assert row.iqm == pytest.approx(0.25)  # mean of the middle two
     assert row.iqm == pytest.approx(trim_mean([0.1, 0.2, 0.3, 1.0], 0.25))
@@ -129,8 +169,21 @@ def test_a_missing_curve_file_is_a_one_line_error_naming_it(tmp_path, capsys):
     with pytest.raises(HarnessError, match="seed2/curve.jsonl") as error:
         load_curves(tmp_path, ["rebel"], list(SEEDS))
     assert "\n" not in str(error.value)
-    code = main(["curves", "--config", config_file(tmp_path), "--results", str(tmp_path), "--algorithms", "rebel",
-                 "--png", str(tmp_path / "c.png"), "--csv", str(tmp_path / "c.csv")])
+    code = main(
+        [
+            "curves",
+            "--config",
+            config_file(tmp_path),
+            "--results",
+            str(tmp_path),
+            "--algorithms",
+            "rebel",
+            "--png",
+            str(tmp_path / "c.png"),
+            "--csv",
+            str(tmp_path / "c.csv"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and str(missing) in err and len(err.splitlines()) == 1
     assert not (tmp_path / "c.png").exists()

@@ -5,7 +5,6 @@ differences between kernel paths and machines)."""
 import hashlib
 
 import pytest
-
 from conftest import snakemake
 
 pytestmark = pytest.mark.slow
@@ -17,8 +16,14 @@ def _digest(path):
 
 def test_a_second_smoke_pipeline_writes_identical_tables_curves_and_weights(smoke_run, tmp_path):
     snakemake(tmp_path, "tables/table1.csv")
-    for name in ("tables/table1.csv", "tables/table1_budget.csv", "results/smoke/rm/eval.json",
-                 "results/smoke/sft/model/model.safetensors", "results/smoke/rebel/seed1/curve.jsonl",
-                 "results/smoke/rebel/seed1/policy/adapter_model.safetensors",
-                 "results/smoke/ppo/seed1/generations.jsonl", "results/smoke/ceiling/seed1/eval.json"):
+    for name in (
+        "tables/table1.csv",
+        "tables/table1_budget.csv",
+        "results/smoke/rm/eval.json",
+        "results/smoke/sft/model/model.safetensors",
+        "results/smoke/rebel/seed1/curve.jsonl",
+        "results/smoke/rebel/seed1/policy/adapter_model.safetensors",
+        "results/smoke/ppo/seed1/generations.jsonl",
+        "results/smoke/ceiling/seed1/eval.json",
+    ):
         assert _digest(tmp_path / name) == _digest(smoke_run / name), name

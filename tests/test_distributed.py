@@ -31,9 +31,19 @@ CASES = {  # name: (algorithm, LoRA, micro-batch prompts with 2 processes, itera
 
 
 def _model_config() -> GPTNeoXConfig:
-    config = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=32, max_position_embeddings=32, rotary_pct=0.25,
-                           pad_token_id=PAD, eos_token_id=EOS, bos_token_id=EOS, num_labels=1)
+    config = GPTNeoXConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        rotary_pct=0.25,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=EOS,
+        num_labels=1,
+    )
     config.reward_offset = 0.25
     return config
 
@@ -69,11 +79,24 @@ class FixedResponses:
 
 
 def _cfg(lora, micro) -> dict:
-    return {"policy": {"lora": lora, "prompts_per_iteration": PROMPTS, "minibatch_prompts": PROMPTS,
-                       "epochs_per_iteration": 2, "lr": 0.05, "adam_eps": 1.0, "weight_decay": 0.0,
-                       "schedule": "constant", "temperature": 0.7, "missing_eos_penalty": -1.0, "kl_coef": 0.05},
-            "runtime": {"rollout_batch_size": 3, "update_micro_batch_prompts": micro},
-            "data": {"response_length": RESPONSE_LENGTH}, "model": {"dropout": False}}
+    return {
+        "policy": {
+            "lora": lora,
+            "prompts_per_iteration": PROMPTS,
+            "minibatch_prompts": PROMPTS,
+            "epochs_per_iteration": 2,
+            "lr": 0.05,
+            "adam_eps": 1.0,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "temperature": 0.7,
+            "missing_eos_penalty": -1.0,
+            "kl_coef": 0.05,
+        },
+        "runtime": {"rollout_batch_size": 3, "update_micro_batch_prompts": micro},
+        "data": {"response_length": RESPONSE_LENGTH},
+        "model": {"dropout": False},
+    }
 
 
 def train(case: str, micro: int | None = None, resume_in: Path | None = None) -> dict:
@@ -95,18 +118,25 @@ def train(case: str, micro: int | None = None, resume_in: Path | None = None) ->
 
     def build():
         torch.manual_seed(0)
-        return build_run(_cfg(lora, micro), algorithm, iterations, accelerator, load_policy=_policy,
-                         load_reward_model=_reward_model, backend=FixedResponses())
+        return build_run(
+            _cfg(lora, micro),
+            algorithm,
+            iterations,
+            accelerator,
+            load_policy=_policy,
+            load_reward_model=_reward_model,
+            backend=FixedResponses(),
+        )
 
     run = build()
     shard = PROMPTS // world
-    batch = tuple(t[rank * shard:(rank + 1) * shard] for t in _prompts())
+    batch = tuple(t[rank * shard : (rank + 1) * shard] for t in _prompts())
     tokenizer = SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
     states, algorithm_states, logged = [trainable_state(run.trainable)], [], []
     for iteration in range(iterations):
         generator = torch.Generator().manual_seed(iteration * 10 + rank)
         rollout, stats, _ = run_iteration(run, batch, generator, tokenizer=tokenizer)
-        assert rollout.response_mask.sum(-1).tolist() == LENGTHS[rank * shard:(rank + 1) * shard]
+        assert rollout.response_mask.sum(-1).tolist() == LENGTHS[rank * shard : (rank + 1) * shard]
         means = _reduce(accelerator, {"reward": rollout.rewards.mean().item(), **stats}, "mean")
         algorithm.observe(means)
         states.append(trainable_state(run.trainable))
@@ -128,8 +158,9 @@ def _assert_same_updates(two: dict, one: dict, rtol: float = 1e-4) -> None:
         moved = max((b[n] - initial[n]).abs().max().item() for n in b)
         assert moved > 1e-3, f"iteration {it}: the update is too small to compare"
         worst = max((a[n] - b[n]).abs().max().item() for n in b)
-        assert worst <= rtol * moved, (f"iteration {it}: weights differ by {worst:.3g} "
-                                       f"(single-process update {moved:.3g})")
+        assert worst <= rtol * moved, (
+            f"iteration {it}: weights differ by {worst:.3g} (single-process update {moved:.3g})"
+        )
     for a, b in zip(two["algorithm_states"], one["algorithm_states"]):
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7) for k in a)
     for a, b in zip(two["stats"], one["stats"]):
@@ -142,10 +173,19 @@ def two_processes(tmp_path_factory):
     import subprocess
 
     out = tmp_path_factory.mktemp("distributed")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                __file__, str(out)]
-    result = subprocess.run(launcher, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        __file__,
+        str(out),
+    ]
+    result = subprocess.run(
+        launcher, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return {case: torch.load(out / f"{case}.pt", weights_only=False) for case in CASES}
 
@@ -180,9 +220,10 @@ def _old_token_values(critic, prompt_ids, prompt_mask, response_ids, response_ma
     """The critic's per-token values as the loop computed them before ``TokenValueModel``."""
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
-    hidden = critic.gpt_neox(input_ids=ids, attention_mask=mask,
-                             position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
-    values = critic.score(hidden[:, prompt_ids.shape[1] - 1:-1]).squeeze(-1).float() + critic.config.reward_offset
+    hidden = critic.gpt_neox(
+        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
+    ).last_hidden_state
+    values = critic.score(hidden[:, prompt_ids.shape[1] - 1 : -1]).squeeze(-1).float() + critic.config.reward_offset
     return values * response_mask
 
 
@@ -191,7 +232,9 @@ def test_token_value_model_forward_is_the_critic_values(lora):
     critic = _reward_model()
     if lora is not None:
         critic = M.add_lora(critic, lora, task_type="SEQ_CLS")
-        torch.nn.init.normal_(critic.base_model.model.gpt_neox.layers[0].attention.query_key_value.lora_B.default.weight)
+        torch.nn.init.normal_(
+            critic.base_model.model.gpt_neox.layers[0].attention.query_key_value.lora_B.default.weight
+        )
     module = M.TokenValueModel(critic)
     prompt_ids, prompt_mask = _prompts()
     responses = FixedResponses().responses

@@ -65,8 +65,12 @@ def extract_commands(markdown: str, name: str) -> list[Command]:
         while end < len(lines) and not lines[end].strip().startswith(fence):
             end += 1
         if language in SHELL_BLOCKS:
-            commands += _block_commands([line[indent:] if line[:indent].isspace() else line.lstrip()
-                                         for line in lines[i + 1:end]], language, name, i + 2)
+            commands += _block_commands(
+                [line[indent:] if line[:indent].isspace() else line.lstrip() for line in lines[i + 1 : end]],
+                language,
+                name,
+                i + 2,
+            )
         i = end + 1
     return commands
 
@@ -95,7 +99,7 @@ def _block_commands(block: list[str], language: str, name: str, first_line: int)
         if prompted:
             if not stripped.startswith("$ "):
                 continue  # output of the command above
-            output = next((t.strip() for _, t in logical[index + 1:] if t.strip()), None)
+            output = next((t.strip() for _, t in logical[index + 1 :] if t.strip()), None)
             if output is not None and output.startswith("$ "):
                 output = None
             commands.append(Command(f"{name}:{number}", stripped[2:].strip(), output))
@@ -108,13 +112,18 @@ def document_text(path: Path) -> str:
     revision = os.environ.get("REBEL_DOCS_REV")
     if not revision:
         return path.read_text(encoding="utf-8")
-    return subprocess.run(["git", "show", f"{revision}:{path.relative_to(REPO)}"], cwd=REPO, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "show", f"{revision}:{path.relative_to(REPO)}"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def documented_commands() -> list[Command]:
-    return [c for path in DOCUMENTS if path.is_file()
-            for c in extract_commands(document_text(path), str(path.relative_to(REPO)))]
+    return [
+        c
+        for path in DOCUMENTS
+        if path.is_file()
+        for c in extract_commands(document_text(path), str(path.relative_to(REPO)))
+    ]
 
 
 def split_commands(text: str) -> list[list[str]]:
@@ -130,8 +139,9 @@ def split_commands(text: str) -> list[list[str]]:
         else:
             current.append(token)
     argvs.append(current)
-    return [argv[next((i for i, a in enumerate(argv) if not re.match(r"^\w+=", a)), len(argv)):]
-            for argv in argvs if argv]
+    return [
+        argv[next((i for i, a in enumerate(argv) if not re.match(r"^\w+=", a)), len(argv)) :] for argv in argvs if argv
+    ]
 
 
 _dry_runs: dict[tuple[str, ...], subprocess.CompletedProcess] = {}
@@ -145,10 +155,17 @@ def snakemake_dry_run(argv: list[str], workdir: Path) -> subprocess.CompletedPro
         link = workdir / "cache"
         if not link.exists():
             link.symlink_to(REPO / "cache")  # render_from=cache is relative to the working directory
-        full = [*argv, *([] if {"-n", "--dry-run", "--dryrun"} & set(argv) else ["-n"]),
-                "--directory", str(workdir), "--snakefile", str(REPO / "Snakefile")]
-        _dry_runs[key] = subprocess.run(full, cwd=REPO, capture_output=True, text=True,
-                                        env=os.environ | OFFLINE, timeout=SNAKEMAKE_TIMEOUT_S)
+        full = [
+            *argv,
+            *([] if {"-n", "--dry-run", "--dryrun"} & set(argv) else ["-n"]),
+            "--directory",
+            str(workdir),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+        ]
+        _dry_runs[key] = subprocess.run(
+            full, cwd=REPO, capture_output=True, text=True, env=os.environ | OFFLINE, timeout=SNAKEMAKE_TIMEOUT_S
+        )
     return _dry_runs[key]
 
 
@@ -206,9 +223,15 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("documented")
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(c, id=c.where, marks=[pytest.mark.slow] if re.match(r"\s*(\w+=\S*\s+)*(snakemake|make)\b", c.text)
-                 else []) for c in COMMANDS])
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(
+            c, id=c.where, marks=[pytest.mark.slow] if re.match(r"\s*(\w+=\S*\s+)*(snakemake|make)\b", c.text) else []
+        )
+        for c in COMMANDS
+    ],
+)
 def test_documented_command_works_as_written(command, workdir):
     problem = check(command, workdir)
     assert problem is None, f"{command.where}: {command.text}\n{problem}"
@@ -220,33 +243,67 @@ def test_the_documents_show_commands():
 
 
 def test_extraction():
-    markdown = "\n".join([
-        "```bash", "make table1   # sets up .venv", "# a comment", "python -m rebel figure2 --benchmarks a \\",
-        "    b --png c", "```", "", "```", "data ─► sft", "snakemake --cores 1 all", "```", "",
-        "```", "$ snakemake -n --config x=1 ...", "config error: ...", "```", "",
-        "   ```bash", "   pip install -e '.[paper]' && snakemake --cores all", "   ```", "",
-        "```python", "print('not shell')", "```", "```yaml", "a: 1", "```"])
+    markdown = "\n".join(
+        [
+            "```bash",
+            "make table1   # sets up .venv",
+            "# a comment",
+            "python -m rebel figure2 --benchmarks a \\",
+            "    b --png c",
+            "```",
+            "",
+            "```",
+            "data ─► sft",
+            "snakemake --cores 1 all",
+            "```",
+            "",
+            "```",
+            "$ snakemake -n --config x=1 ...",
+            "config error: ...",
+            "```",
+            "",
+            "   ```bash",
+            "   pip install -e '.[paper]' && snakemake --cores all",
+            "   ```",
+            "",
+            "```python",
+            "print('not shell')",
+            "```",
+            "```yaml",
+            "a: 1",
+            "```",
+        ]
+    )
     assert extract_commands(markdown, "X.md") == [
         Command("X.md:2", "make table1   # sets up .venv"),
         Command("X.md:4", "python -m rebel figure2 --benchmarks a b --png c"),
         Command("X.md:10", "snakemake --cores 1 all"),
         Command("X.md:14", "snakemake -n --config x=1 ...", "config error: ..."),
-        Command("X.md:19", "pip install -e '.[paper]' && snakemake --cores all")]
-    assert split_commands("PATH=\"/x:$PATH\" snakemake --cores all t  # comment") == [
-        ["snakemake", "--cores", "all", "t"]]
+        Command("X.md:19", "pip install -e '.[paper]' && snakemake --cores all"),
+    ]
+    assert split_commands('PATH="/x:$PATH" snakemake --cores all t  # comment') == [
+        ["snakemake", "--cores", "all", "t"]
+    ]
     assert split_commands("pip install -e '.[test]' && snakemake -n") == [
-        ["pip", "install", "-e", ".[test]"], ["snakemake", "-n"]]
+        ["pip", "install", "-e", ".[test]"],
+        ["snakemake", "-n"],
+    ]
 
 
 def test_checks_catch_what_the_old_readme_had(workdir):
     """Snakemake 9's --configfile takes several files: the target after it is read as a config file
     (not found before a first run; 'keys at top level' once tables/table1.csv exists)."""
-    bad = check(Command("old", "snakemake --cores all --configfile workflow/configs/smoke.yaml tables/table1.csv"),
-                workdir)
+    bad = check(
+        Command("old", "snakemake --cores all --configfile workflow/configs/smoke.yaml tables/table1.csv"), workdir
+    )
     assert bad is not None and bad.startswith("dry run failed")
     assert "tables/table1.csv" in bad or "keys at top level" in bad
-    assert check(Command("new", "snakemake --cores all --configfile=workflow/configs/smoke.yaml tables/table1.csv"),
-                 workdir) is None
+    assert (
+        check(
+            Command("new", "snakemake --cores all --configfile=workflow/configs/smoke.yaml tables/table1.csv"), workdir
+        )
+        is None
+    )
     assert "refuses" in check(Command("x", "python -m rebel train --config C --lr 1"), workdir)
     assert "refuses" in check(Command("x", "python -m rebel bogus-stage"), workdir)
     assert "no check for" in check(Command("x", "curl http://example.com"), workdir)

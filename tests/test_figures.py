@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO
+
 from eval.ablation import run_dirs, write_table6
 from eval.figures import ellipse_axes, figure5, figure6, kl_bins, pooled_training_points
 from rebel.algorithms import resolve_algorithm
@@ -41,8 +41,15 @@ def test_kl_bins_have_equal_size_and_bin_means():
 def _loop_record(iteration: int, kl: np.ndarray, rm: np.ndarray) -> dict:
     """What the shared loop logs for an iteration: means and the ddof-0 covariance of (KL, RM score)."""
     cov = torch.cov(torch.tensor(np.stack([kl, rm])), correction=0)
-    return {"iteration": iteration, "kl": kl.mean(), "rm_score": rm.mean(), "kl_var": cov[0, 0].item(),
-            "rm_score_var": cov[1, 1].item(), "kl_rm_score_cov": cov[0, 1].item(), "regression_mse": 1.0 / (1 + iteration)}
+    return {
+        "iteration": iteration,
+        "kl": kl.mean(),
+        "rm_score": rm.mean(),
+        "kl_var": cov[0, 0].item(),
+        "rm_score_var": cov[1, 1].item(),
+        "kl_rm_score_cov": cov[0, 1].item(),
+        "regression_mse": 1.0 / (1 + iteration),
+    }
 
 
 def test_pooled_covariance_equals_the_covariance_of_all_seeds_samples():
@@ -83,10 +90,22 @@ def test_figures_are_written_and_old_files_fail_in_one_line(tmp_path):
 
 
 def test_table6_is_the_mean_and_std_of_each_etas_eval_files(tmp_path):
-    cfg = {"name": "hand", "model_size": "tiny", "seeds": [1, 2], "algorithms": ["ppo", "rebel"],
-           "algorithm_params": {"rebel": {"eta": 1.0}}, "ablation": {"eta": [0.3, 1.0, 2.0]}}
-    written = {(0.3, 1): (50.0, 1.0, 4.0), (0.3, 2): (60.0, 2.0, 6.0), (1.0, 1): (70.0, 2.0, 9.0),
-               (1.0, 2): (72.0, 2.5, 11.0), (2.0, 1): (40.0, 0.5, 1.0), (2.0, 2): (44.0, 0.5, 3.0)}
+    cfg = {
+        "name": "hand",
+        "model_size": "tiny",
+        "seeds": [1, 2],
+        "algorithms": ["ppo", "rebel"],
+        "algorithm_params": {"rebel": {"eta": 1.0}},
+        "ablation": {"eta": [0.3, 1.0, 2.0]},
+    }
+    written = {
+        (0.3, 1): (50.0, 1.0, 4.0),
+        (0.3, 2): (60.0, 2.0, 6.0),
+        (1.0, 1): (70.0, 2.0, 9.0),
+        (1.0, 2): (72.0, 2.5, 11.0),
+        (2.0, 1): (40.0, 0.5, 1.0),
+        (2.0, 2): (44.0, 0.5, 3.0),
+    }
     dirs = run_dirs(cfg, tmp_path)
     assert dirs[(1.0, 1)] == tmp_path / "rebel" / "seed1"  # the config's own η: Table 1's REBEL run
     assert dirs[(0.3, 2)] == tmp_path / "ablation" / "eta0.3" / "seed2"
@@ -120,8 +139,10 @@ def test_export_cache_copies_only_small_render_inputs_keeping_mtimes(tmp_path):
     os.utime(run / "eval.json", (1_000_000, 1_000_000))
     copied = export_cache(results, out)
     assert sorted(p.relative_to(out).as_posix() for p in copied) == [
-        "benchmark/cpu/benchmark.json", "smoke/data/stats.json", *(f"smoke/rebel/seed1/{n}" for n in (
-            "eval.json", "generations.jsonl", "metrics.jsonl", "run.json"))]
+        "benchmark/cpu/benchmark.json",
+        "smoke/data/stats.json",
+        *(f"smoke/rebel/seed1/{n}" for n in ("eval.json", "generations.jsonl", "metrics.jsonl", "run.json")),
+    ]
     assert (out / "smoke/rebel/seed1/eval.json").stat().st_mtime == 1_000_000
     (run / "metrics.jsonl").write_bytes(b"x" * 3_000_000)
     with pytest.raises(HarnessError, match=r"metrics.jsonl' is 2.9 MiB, over the cache limit of 2.0 MiB per file"):
@@ -134,8 +155,11 @@ def test_algorithm_param_override_is_checked_by_the_algorithm():
     cfg = {"algorithm_params": {"rebel": {"eta": 1.0}}}
     assert _with_algorithm_params(cfg, "rebel", ["eta=0.3"])["algorithm_params"]["rebel"] == {"eta": 0.3}
     assert cfg["algorithm_params"]["rebel"] == {"eta": 1.0}
-    for bad, message in (("eta", "expected KEY=VALUE"), ("eta=-1", "eta must be > 0"),
-                         ("zeta=1", "unknown hyperparameter 'zeta'")):
+    for bad, message in (
+        ("eta", "expected KEY=VALUE"),
+        ("eta=-1", "eta must be > 0"),
+        ("zeta=1", "unknown hyperparameter 'zeta'"),
+    ):
         with pytest.raises(ConfigError, match=f"^--algorithm-param.*{message}"):
             _with_algorithm_params(cfg, "rebel", [bad])
 

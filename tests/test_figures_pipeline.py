@@ -11,8 +11,8 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import SMOKE, snakemake
+
 from eval.tables import CEILING
 
 pytestmark = pytest.mark.slow
@@ -40,12 +40,15 @@ def test_table6_and_figures_come_from_the_runs_files(rendered):
         assert table.loc[eta, "winrate_mean"] == pytest.approx(written["winrate"], abs=1e-4)
         assert table.loc[eta, "kl_mean"] == pytest.approx(written["kl"], abs=1e-4)
     run = json.loads((results / "ablation" / "eta2" / "seed1" / "run.json").read_text())
-    assert run["prompt_order_sha256"] == json.loads((results / "rebel" / "seed1" / "run.json").read_text())["prompt_order_sha256"]
+    assert (
+        run["prompt_order_sha256"]
+        == json.loads((results / "rebel" / "seed1" / "run.json").read_text())["prompt_order_sha256"]
+    )
     evaluation = json.loads((results / "rebel" / "seed1" / "eval.json").read_text())
-    samples = pd.read_json(results / "rebel" / "seed1" / "kl_samples.jsonl", lines=True)   # the draw at T
+    samples = pd.read_json(results / "rebel" / "seed1" / "kl_samples.jsonl", lines=True)  # the draw at T
     assert samples.kl.mean() == pytest.approx(evaluation["kl"], abs=1e-5)
     assert evaluation["kl_se"] == pytest.approx(samples.kl.std() / len(samples) ** 0.5, rel=1e-4)
-    generations = pd.read_json(results / "rebel" / "seed1" / "generations.jsonl", lines=True)   # near greedy
+    generations = pd.read_json(results / "rebel" / "seed1" / "generations.jsonl", lines=True)  # near greedy
     assert generations.logratio.mean() == pytest.approx(evaluation["greedy_logratio"], abs=1e-5)
     metrics = pd.read_json(results / "ppo" / "seed1" / "metrics.jsonl", lines=True)
     # Iteration 0 samples from π_t = π_0 (LoRA starts at zero): every log-ratio is 0; later ones spread.
@@ -64,8 +67,20 @@ def test_with_results_present_tables_and_figures_rerun_only_render_rules(rendere
 
 def test_fresh_copy_with_exported_cache_schedules_only_render_jobs(rendered, tmp_path):
     fresh = tmp_path / "fresh"
-    subprocess.run([sys.executable, "-m", "rebel", "export-cache", "--results", str(rendered / "results"),
-                    "--out", str(fresh / "cache")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rebel",
+            "export-cache",
+            "--results",
+            str(rendered / "results"),
+            "--out",
+            str(fresh / "cache"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     files = sorted(p for p in (fresh / "cache").rglob("*") if p.is_file())
     assert files and not any("policy" in p.parts or p.suffix == ".safetensors" for p in files)
     # The worst mtime order a checkout can produce: every file older than the ones it was computed from.
@@ -119,7 +134,10 @@ def test_an_algorithm_outside_the_package_appears_in_every_table_and_figure(rend
     budget = pd.read_csv(work / "tables" / "table1_budget.csv").set_index("algorithm")
     assert budget.loc["L1 REBEL (test)", "reward_model_calls"] == budget.loc["REBEL", "reward_model_calls"]
     run = json.loads((work / "results" / "smoke" / name / "seed1" / "run.json").read_text())
-    assert run["prompt_order_sha256"] == json.loads((work / "results/smoke/rebel/seed1/run.json").read_text())["prompt_order_sha256"]
+    assert (
+        run["prompt_order_sha256"]
+        == json.loads((work / "results/smoke/rebel/seed1/run.json").read_text())["prompt_order_sha256"]
+    )
     assert pd.read_csv(work / "tables" / "table6.csv").table1_runs.tolist() == [True]
     for figure in ("fig5.png", "fig6.png", "curves.png"):
         assert (work / "figures" / figure).stat().st_size > 10_000

@@ -21,8 +21,8 @@ def _prompts(tokenizer, texts, length=24):
     mask = torch.zeros_like(ids)
     for i, text in enumerate(texts):
         tokens = tokenizer(text)["input_ids"]
-        ids[i, length - len(tokens):] = torch.tensor(tokens)
-        mask[i, length - len(tokens):] = 1
+        ids[i, length - len(tokens) :] = torch.tensor(tokens)
+        mask[i, length - len(tokens) :] = 1
     return ids, mask
 
 
@@ -43,10 +43,20 @@ def test_recorded_logprobs_equal_generation_distribution_under_left_padding(poli
     """Re-scoring samples with explicit position ids reproduces the sampler's own log-probs."""
     ids, mask = _prompts(tokenizer, ["TITLE: my dog", "POST: my sister lost my car . what should i do ?"])
     torch.manual_seed(1)
-    out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=0.7,
-                          max_new_tokens=6, eos_token_id=None, pad_token_id=tokenizer.pad_token_id,
-                          output_scores=True, return_dict_in_generate=True)
-    response = out.sequences[:, ids.shape[1]:]
+    out = policy.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=0.7,
+        max_new_tokens=6,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    response = out.sequences[:, ids.shape[1] :]
     sampler = torch.log_softmax(torch.stack(out.scores, 1), -1).gather(-1, response[..., None]).squeeze(-1)
     with torch.no_grad():
         ours = M.response_logprobs(policy, ids, mask, response, torch.ones_like(response), temperature=0.7)
@@ -79,8 +89,9 @@ def test_reward_is_read_at_eos_and_offset_applied(policy, tokenizer):
         # The score is the head applied to the EOS hidden state.
         full = torch.cat([ids[:1], response[:1, :3]], 1)
         full_mask = torch.cat([mask[:1], response_mask[:1, :3]], 1)
-        hidden = rm.gpt_neox(input_ids=full, attention_mask=full_mask,
-                             position_ids=M.position_ids(full_mask)).last_hidden_state[:, -1]
+        hidden = rm.gpt_neox(
+            input_ids=full, attention_mask=full_mask, position_ids=M.position_ids(full_mask)
+        ).last_hidden_state[:, -1]
         manual = rm.score(hidden).squeeze(-1)
         rm.config.reward_offset = 0.25
         shifted = M.reward_scores(rm, ids, mask, response, response_mask)
@@ -94,7 +105,16 @@ def test_sample_responses_keeps_a_prompts_samples_consecutive(policy, tokenizer)
     ids, mask = _prompts(tokenizer, ["TITLE: my dog", "POST: my sister lost my car ."])
     torch.manual_seed(0)
     p_ids, p_mask, r_ids, r_mask, has_eos = sample_responses(
-        HFGenerationBackend(tokenizer.eos_token_id, tokenizer.pad_token_id), policy, ids, mask, samples_per_prompt=3, temperature=1.0,
-        max_new_tokens=5, batch_size=4, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        HFGenerationBackend(tokenizer.eos_token_id, tokenizer.pad_token_id),
+        policy,
+        ids,
+        mask,
+        samples_per_prompt=3,
+        temperature=1.0,
+        max_new_tokens=5,
+        batch_size=4,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert r_ids.shape == (6, 5)
     assert (p_ids[:3] == ids[0]).all() and (p_ids[3:] == ids[1]).all()

@@ -24,7 +24,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PACKAGES = ("rebel", "baselines", "eval")
@@ -46,10 +45,11 @@ def project_modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[st
 def _has_content(path: Path) -> bool:
     """Whether a package ``__init__.py`` holds more than a docstring and ``from __future__`` imports."""
     body = ast.parse(path.read_text(encoding="utf-8")).body
-    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-                    and isinstance(node.value.value, str))
-               and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
-               for node in body)
+    return any(
+        not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
+        and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+        for node in body
+    )
 
 
 def imported_names(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -73,10 +73,18 @@ def imported_names(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             targets.update(submodules)
             if len(submodules) < len(node.names):  # some names are attributes of ``base`` itself
                 targets.add(base)
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and (isinstance(node.func, ast.Name) and node.func.id == "__import__"
-                   or isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                isinstance(node.func, ast.Name)
+                and node.func.id == "__import__"
+                or isinstance(node.func, ast.Attribute)
+                and node.func.attr == "import_module"
+            )
+        ):
             targets.add(node.args[0].value)
     return targets
 
@@ -192,18 +200,30 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def test_the_graph_counts_lazy_type_checking_relative_and_submodule_imports(tmp_path):
-    _write(tmp_path, {
-        "p/__init__.py": '"""Only a docstring."""\nfrom __future__ import annotations\n',
-        "p/a.py": "def f():\n    from p import b\n    return b\n",
-        "p/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.c import C\n",
-        "p/c.py": "from .sub import thing\nclass C: ...\n",
-        "p/sub/__init__.py": "from p.sub.impl import thing\n",
-        "p/sub/impl.py": "import importlib\n\ndef load():\n    return importlib.import_module('p.a')\n\nthing = 1\n",
-        "p/d.py": "import p.sub.impl\nimport os\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "p/__init__.py": '"""Only a docstring."""\nfrom __future__ import annotations\n',
+            "p/a.py": "def f():\n    from p import b\n    return b\n",
+            "p/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.c import C\n",
+            "p/c.py": "from .sub import thing\nclass C: ...\n",
+            "p/sub/__init__.py": "from p.sub.impl import thing\n",
+            "p/sub/impl.py": (
+                "import importlib\n\ndef load():\n    return importlib.import_module('p.a')\n\nthing = 1\n"
+            ),
+            "p/d.py": "import p.sub.impl\nimport os\n",
+        },
+    )
     graph = import_graph(tmp_path, ("p",))
-    assert graph == {"p": set(), "p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.sub"},
-                     "p.sub": {"p.sub.impl"}, "p.sub.impl": {"p.a"}, "p.d": {"p.sub", "p.sub.impl"}}
+    assert graph == {
+        "p": set(),
+        "p.a": {"p.b"},
+        "p.b": {"p.c"},
+        "p.c": {"p.sub"},
+        "p.sub": {"p.sub.impl"},
+        "p.sub.impl": {"p.a"},
+        "p.d": {"p.sub", "p.sub.impl"},
+    }
     assert find_cycles(graph) == [["p.a", "p.b", "p.c", "p.sub", "p.sub.impl", "p.a"]]
 
 
@@ -214,10 +234,12 @@ def test_find_cycles_reports_each_cycle_once_and_none_in_a_tree():
 
 def test_the_cli_imports_no_stage_code_or_torch_until_it_runs_a_stage():
     """``python -m rebel --help`` and config errors need neither torch nor any stage's module."""
-    code = ("import sys, rebel.cli\n"
-            "heavy = sorted(m for m in sys.modules if m in {'torch', 'transformers'} or m.startswith('eval')\n"
-            "               or m in {'rebel.loop', 'rebel.models', 'rebel.algorithms'})\n"
-            "print(heavy)\n")
+    code = (
+        "import sys, rebel.cli\n"
+        "heavy = sorted(m for m in sys.modules if m in {'torch', 'transformers'} or m.startswith('eval')\n"
+        "               or m in {'rebel.loop', 'rebel.models', 'rebel.algorithms'})\n"
+        "print(heavy)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

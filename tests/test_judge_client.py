@@ -9,6 +9,8 @@ import threading
 import time
 
 import pytest
+from conftest import REPO
+from fault_injection import FaultPlan, FaultyJudgeServer
 
 from eval.evaluate import tie_aware_winrate, wilson_interval, winrate
 from eval.judge_client import ChatClient, Endpoint, FatalEndpointError, ReplyCache, _retry_after
@@ -16,9 +18,6 @@ from eval.judge_server import GraderReply, LoopbackJudgeServer
 from eval.judges import GoldJudge, OpenAIJudge, make_judge, parse_preference, tldr_gold_grader, tldr_judge_messages
 from rebel import synthetic_tldr as task
 from rebel.errors import ConfigError
-
-from conftest import REPO
-from fault_injection import FaultPlan, FaultyJudgeServer
 
 
 def _examples(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
@@ -34,8 +33,16 @@ def _examples(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
 
 
 def _endpoint(server: LoopbackJudgeServer, **changes) -> Endpoint:
-    settings = dict(base_url=server.base_url, model="embedded-gold", api_key_env="", timeout_s=5.0, max_retries=3,
-                    concurrency=4, backoff_s=0.01, backoff_max_s=0.05)
+    settings = dict(
+        base_url=server.base_url,
+        model="embedded-gold",
+        api_key_env="",
+        timeout_s=5.0,
+        max_retries=3,
+        concurrency=4,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+    )
     return Endpoint(**(settings | changes))
 
 
@@ -47,9 +54,19 @@ def _conversations(n: int) -> list[list[dict[str, str]]]:
 def test_strict_preference_parser():
     assert parse_preference("Comparison: B covers more.\nPreferred: B") == "B"
     assert parse_preference("Comparison: A is terse.\n  Preferred:   A  \n\n") == "A"
-    for bad in ("Comparison: both fine.", "Preferred: C", "Preferred: A or B", 'Preferred: "A"', "Preferred: AB",
-                "Preferred: A\nPreferred: B", "Preferred: A\nbecause it is shorter", "", None,
-                "I prefer A", "Preferred:\nA"):
+    for bad in (
+        "Comparison: both fine.",
+        "Preferred: C",
+        "Preferred: A or B",
+        'Preferred: "A"',
+        "Preferred: AB",
+        "Preferred: A\nPreferred: B",
+        "Preferred: A\nbecause it is shorter",
+        "",
+        None,
+        "I prefer A",
+        "Preferred:\nA",
+    ):
         assert parse_preference(bad) is None, bad
 
 
@@ -61,14 +78,26 @@ def test_wilson_interval_by_hand():
 
 
 def test_endpoint_config_errors_are_one_line(monkeypatch):
-    section = {"type": "openai", "model": "gpt-4-0613", "base_url": "https://api.openai.com/v1",
-               "api_key_env": "REBEL_TEST_KEY", "timeout_s": 60, "max_retries": 8, "concurrency": 8, "backoff_s": 1,
-               "backoff_max_s": 60, "usd_per_million_input_tokens": 30, "usd_per_million_output_tokens": 60}
+    section = {
+        "type": "openai",
+        "model": "gpt-4-0613",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "REBEL_TEST_KEY",
+        "timeout_s": 60,
+        "max_retries": 8,
+        "concurrency": 8,
+        "backoff_s": 1,
+        "backoff_max_s": 60,
+        "usd_per_million_input_tokens": 30,
+        "usd_per_million_output_tokens": 60,
+    }
     assert Endpoint.from_config(section).cost_usd(1_000_000, 500_000) == pytest.approx(60.0)
-    for change, message in ((lambda s: s.pop("concurrency"), "key 'eval.judge.concurrency' is missing"),
-                            (lambda s: s.update(max_retries="3"), "key 'eval.judge.max_retries': '3' is not of type int"),
-                            (lambda s: s.update(timeout_s=0), "key 'eval.judge.timeout_s': 0 must be positive"),
-                            (lambda s: s.update(base_url="api.openai.com"), "key 'eval.judge.base_url'")):
+    for change, message in (
+        (lambda s: s.pop("concurrency"), "key 'eval.judge.concurrency' is missing"),
+        (lambda s: s.update(max_retries="3"), "key 'eval.judge.max_retries': '3' is not of type int"),
+        (lambda s: s.update(timeout_s=0), "key 'eval.judge.timeout_s': 0 must be positive"),
+        (lambda s: s.update(base_url="api.openai.com"), "key 'eval.judge.base_url'"),
+    ):
         broken = dict(section)
         change(broken)
         with pytest.raises(ConfigError, match=message) as error:
@@ -76,7 +105,9 @@ def test_endpoint_config_errors_are_one_line(monkeypatch):
         assert "\n" not in str(error.value)
     monkeypatch.delenv("REBEL_TEST_KEY", raising=False)
     cfg = {"eval": {"judge": section}}
-    with pytest.raises(ConfigError, match=r"^environment variable REBEL_TEST_KEY \(eval.judge.api_key_env\) is not set"):
+    with pytest.raises(
+        ConfigError, match=r"^environment variable REBEL_TEST_KEY \(eval.judge.api_key_env\) is not set"
+    ):
         make_judge(cfg, REPO / "never-written")
     assert not (REPO / "never-written").exists()
 
@@ -109,8 +140,9 @@ def test_rerun_is_served_from_the_cache(tmp_path):
     assert all(r.cached for r in second) and again.usage.cache_hits == 15 and again.usage.requests == 0
     # Another model, or another request setting, is another key.
     with LoopbackJudgeServer([tldr_gold_grader]) as server:
-        ChatClient(_endpoint(server, model="other"), tmp_path / "cache.jsonl").complete(conversations[:2],
-                                                                                        max_tokens=64)
+        ChatClient(_endpoint(server, model="other"), tmp_path / "cache.jsonl").complete(
+            conversations[:2], max_tokens=64
+        )
         ChatClient(_endpoint(server), tmp_path / "cache.jsonl").complete(conversations[:2], max_tokens=32)
     assert server.requests_total == 4
 
@@ -133,8 +165,12 @@ def _slow_echo(request: dict) -> GraderReply:
 def test_killed_run_restarted_makes_only_the_missing_requests(tmp_path):
     n, cache = 60, tmp_path / "cache.jsonl"
     with LoopbackJudgeServer([_slow_echo]) as server:
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.base_url, str(cache), str(n)], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_CLIENT, server.base_url, str(cache), str(n)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.time() + 60
         while sum(server.successes_by_hash.values()) < 10 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.01)
@@ -144,10 +180,12 @@ def test_killed_run_restarted_makes_only_the_missing_requests(tmp_path):
         cached = len(ReplyCache(cache))
         assert 10 <= answered_before < n and answered_before - 2 <= cached <= answered_before  # ≤ 2 in flight lost
         requests_before = server.requests_total
-        endpoint = Endpoint(server.base_url, "echo", "", timeout_s=5, max_retries=0, concurrency=2, backoff_s=0.01,
-                            backoff_max_s=0.01)
+        endpoint = Endpoint(
+            server.base_url, "echo", "", timeout_s=5, max_retries=0, concurrency=2, backoff_s=0.01, backoff_max_s=0.01
+        )
         replies = ChatClient(endpoint, cache).complete(
-            [[{"role": "user", "content": f"question {i}"}] for i in range(n)], max_tokens=8)
+            [[{"role": "user", "content": f"question {i}"}] for i in range(n)], max_tokens=8
+        )
     assert server.requests_total - requests_before == n - cached
     assert [r.text for r in replies] == [f"answer to question {i}" for i in range(n)]
     assert sum(r.cached for r in replies) == cached and len(ReplyCache(cache)) == n
@@ -157,19 +195,19 @@ def test_ties_count_half_and_their_coin_flips_do_not_narrow_the_interval():
     """10 comparisons, 4 of them ties the judge's A/B order decided (here all 4 flipped to wins):
     the winrate counts each tie as ½, and only the 6 decided comparisons are evidence."""
     rate, low, high = tie_aware_winrate(wins=3, ties=4, judged=10)
-    assert rate == pytest.approx(0.5)                       # (3 + 4/2) / 10
-    assert (low, high) == pytest.approx(wilson_interval(3.0, 6))   # p = 0.5 with n = 6
-    flips_counted = wilson_interval(7, 10)                   # the old count: 3 wins + 4 flipped ties
+    assert rate == pytest.approx(0.5)  # (3 + 4/2) / 10
+    assert (low, high) == pytest.approx(wilson_interval(3.0, 6))  # p = 0.5 with n = 6
+    flips_counted = wilson_interval(7, 10)  # the old count: 3 wins + 4 flipped ties
     assert high - low > flips_counted[1] - flips_counted[0]
     assert tie_aware_winrate(wins=7, ties=0, judged=10)[1:] == pytest.approx(wilson_interval(7, 10))
 
 
 def test_gold_judge_reports_ties_and_winrate_does_not_depend_on_their_coin_flips():
     prompts, references, _ = _examples(40, seed=3)
-    judged = winrate(GoldJudge(), prompts, references, references, seed=5)   # every comparison a tie
+    judged = winrate(GoldJudge(), prompts, references, references, seed=5)  # every comparison a tie
     assert judged["ties"] == 40 and judged["winrate"] == 50.0
-    assert 0 < sum(judged["outcomes"]) < 40                   # the judge's flips went both ways
-    for seed in (6, 7):                                        # another A/B order, other flips, same winrate
+    assert 0 < sum(judged["outcomes"]) < 40  # the judge's flips went both ways
+    for seed in (6, 7):  # another A/B order, other flips, same winrate
         assert winrate(GoldJudge(), prompts, references, references, seed=seed)["winrate"] == 50.0
     prompts, references, candidates = _examples(60, seed=1)
     mixed = winrate(GoldJudge(), prompts, candidates, references, seed=5)
@@ -221,8 +259,10 @@ def test_cache_survives_a_truncated_line_and_concurrent_writers(tmp_path):
     path = tmp_path / "cache.jsonl"
     writers = [ReplyCache(path) for _ in range(4)]
     reply = {"text": "x" * 2000, "top_logprobs": None, "prompt_tokens": 1, "completion_tokens": 1}
-    threads = [threading.Thread(target=lambda w=w, i=i: [w.put("m", f"{i}-{j}", reply) for j in range(50)])
-               for i, w in enumerate(writers)]
+    threads = [
+        threading.Thread(target=lambda w=w, i=i: [w.put("m", f"{i}-{j}", reply) for j in range(50)])
+        for i, w in enumerate(writers)
+    ]
     for t in threads:
         t.start()
     for t in threads:

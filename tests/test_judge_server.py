@@ -10,29 +10,47 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, SMOKE
+from fault_injection import FaultPlan, FaultyJudgeServer
+
 from eval.evaluate import evaluate_policy
 from eval.judge_client import ChatClient, Endpoint, FatalEndpointError, ReplyCache
 from eval.judge_prompts import parse_tldr_prompt
 from eval.judge_server import Exchange, GraderReply, LoopbackJudgeServer, Response
-from eval.judges import (GoldJudge, Judge, OpenAIJudge, gold_preference, make_judge, parse_preference,
-                         preference_oracle, tldr_gold_grader, tldr_judge_messages)
-from fault_injection import FaultPlan, FaultyJudgeServer
+from eval.judges import (
+    GoldJudge,
+    Judge,
+    OpenAIJudge,
+    gold_preference,
+    make_judge,
+    parse_preference,
+    preference_oracle,
+    tldr_gold_grader,
+    tldr_judge_messages,
+)
 from rebel import data as D
 from rebel import synthetic_tldr as task
 from rebel.config import load_config
 
 
 def _endpoint(server: LoopbackJudgeServer, **changes) -> Endpoint:
-    settings = dict(base_url=server.base_url, model="embedded-gold", api_key_env="", timeout_s=5.0, max_retries=3,
-                    concurrency=4, backoff_s=0.01, backoff_max_s=0.05)
+    settings = dict(
+        base_url=server.base_url,
+        model="embedded-gold",
+        api_key_env="",
+        timeout_s=5.0,
+        max_retries=3,
+        concurrency=4,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+    )
     return Endpoint(**(settings | changes))
 
 
 def test_fault_plan_is_deterministic_with_the_asked_rates_and_bounded():
-    plan = FaultPlan(seed=7, rate_429=0.1, rate_500=0.1, rate_timeout=0.1, rate_malformed=0.05,
-                     max_faults_per_request=2)
+    plan = FaultPlan(
+        seed=7, rate_429=0.1, rate_500=0.1, rate_timeout=0.1, rate_malformed=0.05, max_faults_per_request=2
+    )
     hashes = [f"{i:064x}" for i in range(20000)]
     first = [plan.transient(h, 0) for h in hashes]
     assert first == [plan.transient(h, 0) for h in hashes]
@@ -83,12 +101,13 @@ def test_server_returns_logprobs_counts_requests_and_refuses_unknown_prompts(tmp
 
     with LoopbackJudgeServer([tldr_gold_grader, rating]) as server:
         client = ChatClient(_endpoint(server, model="rater"), tmp_path / "cache.jsonl")
-        reply, = client.complete([[{"role": "user", "content": "Rate: 2 + 2 = 4"}]], max_tokens=5, top_logprobs=2)
+        (reply,) = client.complete([[{"role": "user", "content": "Rate: 2 + 2 = 4"}]], max_tokens=5, top_logprobs=2)
         assert reply.text == "[[7]]" and reply.top_logprobs[1] == {"7": -0.2, "8": -1.7}
         assert reply.prompt_tokens == 6 and reply.completion_tokens == 1  # whitespace words
         assert server.requests_total == 1 and list(server.successes_by_hash.values()) == [1]
-        cached, = ChatClient(_endpoint(server, model="rater"), tmp_path / "cache.jsonl").complete(
-            [[{"role": "user", "content": "Rate: 2 + 2 = 4"}]], max_tokens=5, top_logprobs=2)
+        (cached,) = ChatClient(_endpoint(server, model="rater"), tmp_path / "cache.jsonl").complete(
+            [[{"role": "user", "content": "Rate: 2 + 2 = 4"}]], max_tokens=5, top_logprobs=2
+        )
         assert cached.cached and cached.top_logprobs == reply.top_logprobs and server.requests_total == 1
         with pytest.raises(FatalEndpointError, match=r"answered HTTP 400 \(BadRequestError\) for model 'rater'$"):
             client.complete([[{"role": "user", "content": "What is the capital of France?"}]], max_tokens=5)
@@ -113,8 +132,9 @@ def test_an_interceptor_sees_each_attempt_and_decides_what_is_sent_and_counted(t
         rng = random.Random(3)
         post = task.make_post(rng)
         prompt = task.format_prompt(post.subreddit, post.title, post.body)
-        reply, = client.complete([tldr_judge_messages(prompt, task.human_summary(post, rng), "no idea")],
-                                 max_tokens=8)
+        (reply,) = client.complete(
+            [tldr_judge_messages(prompt, task.human_summary(post, rng), "no idea")], max_tokens=8
+        )
     assert parse_preference(reply.text) == "A" and client.usage.retries == 1
     (request_hash, _, _), _ = seen
     assert [(a, m) for _, a, m in seen] == [(0, "embedded-gold"), (1, "embedded-gold")]
@@ -157,15 +177,41 @@ def test_embedded_winrate_through_the_server_equals_the_direct_one(smoke_run, tm
     with FaultyJudgeServer([tldr_gold_grader], faults=faults, api_key=secret) as server:
         openai_cfg = copy.deepcopy(cfg)
         openai_cfg["eval"]["judge"] = {
-            "type": "openai", "model": "gold-over-http", "base_url": server.base_url,
-            "api_key_env": "REBEL_TEST_JUDGE_KEY", "timeout_s": 2.0, "max_retries": 3, "concurrency": 4,
-            "backoff_s": 0.01, "backoff_max_s": 0.05, "usd_per_million_input_tokens": 30.0,
-            "usd_per_million_output_tokens": 60.0}
+            "type": "openai",
+            "model": "gold-over-http",
+            "base_url": server.base_url,
+            "api_key_env": "REBEL_TEST_JUDGE_KEY",
+            "timeout_s": 2.0,
+            "max_retries": 3,
+            "concurrency": 4,
+            "backoff_s": 0.01,
+            "backoff_max_s": 0.05,
+            "usd_per_million_input_tokens": 30.0,
+            "usd_per_million_output_tokens": 60.0,
+        }
         (tmp_path / "openai.yaml").write_text(yaml.safe_dump(openai_cfg))
-        command = [sys.executable, "-m", "rebel", "evaluate", "--config", str(tmp_path / "openai.yaml"),
-                   "--data", str(refs["data_dir"]), "--sft", str(refs["sft_ref"]), "--rm", str(refs["rm_ref"]),
-                   "--policy", str(policy), "--seed", "1", "--out", str(tmp_path / "cli"),
-                   "--judge-cache", str(tmp_path / "cli_cache")]
+        command = [
+            sys.executable,
+            "-m",
+            "rebel",
+            "evaluate",
+            "--config",
+            str(tmp_path / "openai.yaml"),
+            "--data",
+            str(refs["data_dir"]),
+            "--sft",
+            str(refs["sft_ref"]),
+            "--rm",
+            str(refs["rm_ref"]),
+            "--policy",
+            str(policy),
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "cli"),
+            "--judge-cache",
+            str(tmp_path / "cli_cache"),
+        ]
         env = os.environ | {"REBEL_TEST_JUDGE_KEY": secret}
         first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         assert first.returncode == 0, first.stderr[-2000:]
@@ -185,7 +231,9 @@ def test_embedded_winrate_through_the_server_equals_the_direct_one(smoke_run, tm
 
 def test_self_play_oracle_shows_both_orders_and_is_reproducible():
     rng = random.Random(2)
-    rows = [{"subreddit": p.subreddit, "title": p.title, "post": p.body} for p in (task.make_post(rng) for _ in range(40))]
+    rows = [
+        {"subreddit": p.subreddit, "title": p.title, "post": p.body} for p in (task.make_post(rng) for _ in range(40))
+    ]
     best = [" " + " , ".join(task.fact_phrase(f) for f in task.post_facts(D.prompt_text(r))) for r in rows]
     padded = [" basically" + s for s in best]  # one filler word: lower gold quality
     oracle = preference_oracle(GoldJudge())

@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 import yaml
+from conftest import SMOKE, snakemake
 from lm_eval.tasks import TaskManager
 
-from conftest import SMOKE, snakemake
 from eval.leaderboard import load_merged_policy, make_lm, run_leaderboard
 from eval.leaderboard_tasks import LEADERBOARD_V1, local_items, shipped_task_dir, write_local_tasks
 from rebel import models as M
@@ -18,8 +18,14 @@ from rebel.config import load_config
 from rebel.errors import HarnessError
 
 FEWSHOT = {"mmlu": 5, "gsm8k": 5, "arc": 25, "winogrande": 5, "truthfulqa": 0, "hellaswag": 10}
-METRICS = {"mmlu": "acc", "gsm8k": "exact_match,strict-match", "arc": "acc_norm", "winogrande": "acc",
-           "truthfulqa": "acc", "hellaswag": "acc_norm"}
+METRICS = {
+    "mmlu": "acc",
+    "gsm8k": "exact_match,strict-match",
+    "arc": "acc_norm",
+    "winogrande": "acc",
+    "truthfulqa": "acc",
+    "hellaswag": "acc_norm",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,9 @@ def checkpoint(tmp_path_factory, tokenizer, tiny_config):
 
     base = GPTNeoXForCausalLM(tiny_config)
     M.save_model(base, root / "sft" / "model")
-    lora = M.add_lora(base, {"r": 4, "alpha": 8, "dropout": 0.0,
-                             "target_modules": ["query_key_value", "dense_h_to_4h"]})
+    lora = M.add_lora(
+        base, {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query_key_value", "dense_h_to_4h"]}
+    )
     for name, param in lora.named_parameters():
         if "lora_B" in name:  # zero at initialization: make the adapter change the function
             torch.nn.init.normal_(param, std=0.5)
@@ -65,8 +72,13 @@ def test_hub_tasks_are_the_shipped_leaderboard_tasks():
     """Real runs name lm-eval's own tasks (indexed from the installed package, nothing downloaded)."""
     shipped = TaskManager().all_tasks
     assert {b.name: b.task for b in LEADERBOARD_V1} == {
-        "mmlu": "mmlu", "gsm8k": "gsm8k", "arc": "arc_challenge", "winogrande": "winogrande",
-        "truthfulqa": "truthfulqa_mc2", "hellaswag": "hellaswag"}
+        "mmlu": "mmlu",
+        "gsm8k": "gsm8k",
+        "arc": "arc_challenge",
+        "winogrande": "winogrande",
+        "truthfulqa": "truthfulqa_mc2",
+        "hellaswag": "hellaswag",
+    }
     for benchmark in LEADERBOARD_V1:
         assert benchmark.task in shipped and (shipped_task_dir() / benchmark.include).is_file()
         assert benchmark.num_fewshot == FEWSHOT[benchmark.name]
@@ -88,8 +100,22 @@ def test_merged_lora_policy_scores_as_the_adapter_model(checkpoint, tokenizer):
 def test_leaderboard_json_on_a_lora_checkpoint(checkpoint):
     limit = load_config(SMOKE)["eval"]["leaderboard"]["limit"]
     out = checkpoint / "rebel" / "seed1"
-    assert main(["leaderboard", "--config", str(SMOKE), "--data", str(checkpoint / "data"), "--policy",
-                 str(checkpoint / "rebel" / "policy" / "model.json"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--config",
+                str(SMOKE),
+                "--data",
+                str(checkpoint / "data"),
+                "--policy",
+                str(checkpoint / "rebel" / "policy" / "model.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "leaderboard.json").read_text())
     assert set(report["tasks"]) == set(FEWSHOT)
     assert report["local_tasks"] is True and report["limit"] == limit == 4

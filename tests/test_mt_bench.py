@@ -12,24 +12,37 @@ from eval.mt_bench import judge_messages, load_judge_prompts, parse_rating, prom
 from rebel.errors import HarnessError
 
 
-@pytest.mark.parametrize("judgment,rating", [
-    ("The answer is fine. Rating: [[7]]", 7.0),
-    ("Rating: [[8.5]]", 8.5),
-    ("I would give it [6] out of 10", 6.0),            # FastChat's single-bracket fallback
-    ("first [[4]] then [[9]]", 4.0),                     # the first match
-    ("[[2]] beats the fallback [9]", 2.0),
-    ("Rating: 7/10", -1), ("Rating: [[seven]]", -1), ("", -1), (None, -1),
-])
+@pytest.mark.parametrize(
+    "judgment,rating",
+    [
+        ("The answer is fine. Rating: [[7]]", 7.0),
+        ("Rating: [[8.5]]", 8.5),
+        ("I would give it [6] out of 10", 6.0),  # FastChat's single-bracket fallback
+        ("first [[4]] then [[9]]", 4.0),  # the first match
+        ("[[2]] beats the fallback [9]", 2.0),
+        ("Rating: 7/10", -1),
+        ("Rating: [[seven]]", -1),
+        ("", -1),
+        (None, -1),
+    ],
+)
 def test_rating_parser_is_fastchats(judgment, rating):
     assert parse_rating(judgment) == rating
 
 
-@pytest.mark.parametrize("category,turn,name", [
-    ("writing", 1, "single-v1"), ("writing", 2, "single-v1-multi-turn"),
-    ("humanities", 2, "single-v1-multi-turn"), ("extraction", 1, "single-v1"),
-    ("math", 1, "single-math-v1"), ("reasoning", 2, "single-math-v1-multi-turn"),
-    ("coding", 1, "single-math-v1"), ("coding", 2, "single-math-v1-multi-turn"),
-])
+@pytest.mark.parametrize(
+    "category,turn,name",
+    [
+        ("writing", 1, "single-v1"),
+        ("writing", 2, "single-v1-multi-turn"),
+        ("humanities", 2, "single-v1-multi-turn"),
+        ("extraction", 1, "single-v1"),
+        ("math", 1, "single-math-v1"),
+        ("reasoning", 2, "single-math-v1-multi-turn"),
+        ("coding", 1, "single-math-v1"),
+        ("coding", 2, "single-math-v1-multi-turn"),
+    ],
+)
 def test_prompt_selection_by_category_and_turn(category, turn, name):
     assert prompt_name(category, turn) == name
 
@@ -38,8 +51,10 @@ def test_judge_prompts_are_fastchats_verbatim():
     prompts = load_judge_prompts()
     assert sorted(prompts) == ["single-math-v1", "single-math-v1-multi-turn", "single-v1", "single-v1-multi-turn"]
     # FastChat's own typo ("You evaluation") shows the text was copied, not retyped
-    assert "You evaluation should focus on the assistant's answer to the second user question" in \
-        prompts["single-v1-multi-turn"]["system_prompt"]
+    assert (
+        "You evaluation should focus on the assistant's answer to the second user question"
+        in prompts["single-v1-multi-turn"]["system_prompt"]
+    )
     assert prompts["single-v1"]["prompt_template"].endswith("[The End of Assistant's Answer]")
 
 
@@ -59,18 +74,30 @@ def test_judge_messages_fill_turns_and_references():
 
 
 def test_summary_excludes_unparseable_ratings_and_counts_them():
-    judgments = [{"category": "writing", "turn": 1, "score": 8.0}, {"category": "writing", "turn": 2, "score": -1},
-                 {"category": "math", "turn": 1, "score": 2.0}, {"category": "math", "turn": 2, "score": 5.0}]
+    judgments = [
+        {"category": "writing", "turn": 1, "score": 8.0},
+        {"category": "writing", "turn": 2, "score": -1},
+        {"category": "math", "turn": 1, "score": 2.0},
+        {"category": "math", "turn": 2, "score": 5.0},
+    ]
     summary = summarize(judgments)
     assert summary["score"] == pytest.approx(5.0) and summary["parse_failures"] == 1 and summary["judged"] == 3
     assert summary["turn_1"] == pytest.approx(5.0) and summary["turn_2"] == pytest.approx(5.0)
     assert summary["categories"]["writing"] == 8.0 and summary["categories"]["math"] == pytest.approx(3.5)
-    assert summary["categories"]["coding"] != summary["categories"]["coding"]   # NaN: no judgment
+    assert summary["categories"]["coding"] != summary["categories"]["coding"]  # NaN: no judgment
 
 
 def test_embedded_questions_are_deterministic_two_turn_and_labelled():
-    rows = [{"id": f"test-{i}", "subreddit": "tifu", "title": f"t{i}", "post": f"my boss lost my car . {i} .",
-             "reference": f" ref {i}"} for i in range(10)]
+    rows = [
+        {
+            "id": f"test-{i}",
+            "subreddit": "tifu",
+            "title": f"t{i}",
+            "post": f"my boss lost my car . {i} .",
+            "reference": f" ref {i}",
+        }
+        for i in range(10)
+    ]
     questions = embedded_questions(rows, 2, seed=3)
     assert questions == embedded_questions(rows, 2, seed=3) and questions != embedded_questions(rows, 2, seed=4)
     assert [q["question_id"] for q in questions] == list(range(81, 97))
@@ -79,22 +106,39 @@ def test_embedded_questions_are_deterministic_two_turn_and_labelled():
         assert len(q["turns"]) == 2 and q["turns"][0] != q["turns"][1]
         assert ("reference" in q) == (q["category"] in ("math", "reasoning", "coding"))
     first_ten = [r["id"] for q in questions[:5] for r in q["rows"]]
-    assert sorted(first_ten) == sorted(r["id"] for r in rows)   # no post repeats while the split lasts
+    assert sorted(first_ten) == sorted(r["id"] for r in rows)  # no post repeats while the split lasts
 
 
 def _write_policy(folder, seed, winrate, mt_score, leaderboard=None):
     chat = folder / f"seed{seed}" / "chat"
     chat.mkdir(parents=True)
-    usage = {"requests": 3, "cache_hits": 1, "retries": 0, "failures": 0, "prompt_tokens": 10,
-             "completion_tokens": 2, "cost_usd": 0.5}
-    (chat / "alpaca_eval.json").write_text(json.dumps({"winrate": winrate, "lc_winrate": winrate + 1,
-                                                      "parse_failures": 1, "judge_usage": usage}))
-    (chat / "mt_bench.json").write_text(json.dumps({
-        "score": mt_score, "parse_failures": 0, "judge_usage": usage,
-        "categories": {c: mt_score + i / 10 for i, c in enumerate(MT_BENCH_CATEGORIES)}}))
+    usage = {
+        "requests": 3,
+        "cache_hits": 1,
+        "retries": 0,
+        "failures": 0,
+        "prompt_tokens": 10,
+        "completion_tokens": 2,
+        "cost_usd": 0.5,
+    }
+    (chat / "alpaca_eval.json").write_text(
+        json.dumps({"winrate": winrate, "lc_winrate": winrate + 1, "parse_failures": 1, "judge_usage": usage})
+    )
+    (chat / "mt_bench.json").write_text(
+        json.dumps(
+            {
+                "score": mt_score,
+                "parse_failures": 0,
+                "judge_usage": usage,
+                "categories": {c: mt_score + i / 10 for i, c in enumerate(MT_BENCH_CATEGORIES)},
+            }
+        )
+    )
     if leaderboard is not None:
-        tasks = {t: {"value": leaderboard + i} for i, t in
-                 enumerate(("mmlu", "gsm8k", "arc", "winogrande", "truthfulqa", "hellaswag"))}
+        tasks = {
+            t: {"value": leaderboard + i}
+            for i, t in enumerate(("mmlu", "gsm8k", "arc", "winogrande", "truthfulqa", "hellaswag"))
+        }
         (folder / f"seed{seed}" / "leaderboard.json").write_text(json.dumps({"tasks": tasks, "average": 99.0}))
 
 
@@ -104,16 +148,21 @@ def test_table2_reads_every_number_from_the_files_and_shows_paper_numbers(tmp_pa
     for seed, (w, m) in zip((1, 2), ((10.0, 4.0), (20.0, 6.0))):
         _write_policy(tmp_path / "sft", seed, w, m, leaderboard=50.0)
         _write_policy(tmp_path / "rebel", seed, w + 30, m + 2)
-    cfg = {"name": "t", "model_size": "7b", "algorithms": ["rebel"], "seeds": [1, 2],
-           "paper_setting": {"setting": "chat-nectar", "model_size": "7b"}}
+    cfg = {
+        "name": "t",
+        "model_size": "7b",
+        "algorithms": ["rebel"],
+        "seeds": [1, 2],
+        "paper_setting": {"setting": "chat-nectar", "model_size": "7b"},
+    }
     out = tmp_path / "out"
     write_table2(cfg, tmp_path, out / "table2.csv", out / "table2.md", out / "mt_bench.csv", out / "fig7.png")
     table = pd.read_csv(out / "table2.csv").set_index("algorithm")
     assert table.loc["Base", "alpacaeval2_winrate"] == 15.0 and table.loc["REBEL", "alpacaeval2_winrate"] == 45.0
-    assert table.loc["Base", "alpacaeval2_winrate_std"] == pytest.approx(50 ** 0.5)    # std (ddof=1) of 10, 20
+    assert table.loc["Base", "alpacaeval2_winrate_std"] == pytest.approx(50**0.5)  # std (ddof=1) of 10, 20
     assert table.loc["REBEL", "alpacaeval2_lc_winrate"] == 46.0 and table.loc["REBEL", "mt_bench"] == 7.0
     assert table.loc["Base", "gsm8k"] == 51.0 and table.loc["Base", "average"] == 99.0
-    assert pd.isna(table.loc["REBEL", "mmlu"]) and pd.isna(table.loc["REBEL", "average"])   # no leaderboard.json
+    assert pd.isna(table.loc["REBEL", "mmlu"]) and pd.isna(table.loc["REBEL", "average"])  # no leaderboard.json
     assert table.loc["Base", "judge_requests"] == 12 and table.loc["Base", "alpaca_parse_failures"] == 2
     assert table.loc["Base", "paper_mt_bench"] == 7.69 and table.loc["REBEL", "paper_alpacaeval2_lc_winrate"] == 17.3
     categories = pd.read_csv(out / "mt_bench.csv").set_index("algorithm")
@@ -133,23 +182,44 @@ def test_chat_path_offline_end_to_end(smoke_run):
     assert main(["chat-sets", "--config", str(config), "--data", str(run / "data"), "--out", str(run / "chat")]) == 0
     for algorithm in ("sft", "rebel"):
         policy = run / "sft" / "model.json" if algorithm == "sft" else run / "rebel" / "seed1" / "policy" / "model.json"
-        args = ["chat-eval", "--config", str(config), "--data", str(run / "data"), "--sets", str(run / "chat"),
-                "--policy", str(policy), "--seed", "1", "--name", f"{algorithm}_seed1",
-                "--out", str(run / algorithm / "seed1" / "chat")]
+        args = [
+            "chat-eval",
+            "--config",
+            str(config),
+            "--data",
+            str(run / "data"),
+            "--sets",
+            str(run / "chat"),
+            "--policy",
+            str(policy),
+            "--seed",
+            "1",
+            "--name",
+            f"{algorithm}_seed1",
+            "--out",
+            str(run / algorithm / "seed1" / "chat"),
+        ]
         assert main(args) == 0
-        first = {e: json.loads((run / algorithm / "seed1" / "chat" / f"{e}.json").read_text())
-                 for e in ("alpaca_eval", "mt_bench")}
+        first = {
+            e: json.loads((run / algorithm / "seed1" / "chat" / f"{e}.json").read_text())
+            for e in ("alpaca_eval", "mt_bench")
+        }
         assert first["alpaca_eval"]["judge_usage"]["requests"] > 0
         assert first["mt_bench"]["judge_usage"]["requests"] == 32 and first["mt_bench"]["judged"] == 32
-        assert main(args) == 0   # rerun: everything from the caches
-        second = {e: json.loads((run / algorithm / "seed1" / "chat" / f"{e}.json").read_text())
-                  for e in ("alpaca_eval", "mt_bench")}
+        assert main(args) == 0  # rerun: everything from the caches
+        second = {
+            e: json.loads((run / algorithm / "seed1" / "chat" / f"{e}.json").read_text())
+            for e in ("alpaca_eval", "mt_bench")
+        }
         assert second["alpaca_eval"]["judge_usage"]["requests"] == 0
         assert second["mt_bench"]["judge_usage"]["requests"] == 0
         assert second["mt_bench"]["judge_usage"]["cache_hits"] == 32
-        for e in ("alpaca_eval", "mt_bench"):   # alpaca-eval's cache stores preferences to 10 decimals
-            assert {k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in second[e].items()
-                    if k != "judge_usage"} == {k: v for k, v in first[e].items() if k != "judge_usage"}
+        for e in ("alpaca_eval", "mt_bench"):  # alpaca-eval's cache stores preferences to 10 decimals
+            assert {
+                k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v
+                for k, v in second[e].items()
+                if k != "judge_usage"
+            } == {k: v for k, v in first[e].items() if k != "judge_usage"}
     # Table 2 for the two evaluated policies (config variant with one algorithm)
     smoke_cfg = smoke_run / "two_policies.yaml"
     cfg = yaml.safe_load(config.read_text())
@@ -157,9 +227,26 @@ def test_chat_path_offline_end_to_end(smoke_run):
     cfg["figures"] = {"fig5": ["rebel"]}
     smoke_cfg.write_text(yaml.safe_dump(cfg))
     tables = smoke_run / "chat_tables"
-    assert main(["table2", "--config", str(smoke_cfg), "--results", str(run), "--csv", str(tables / "table2.csv"),
-                 "--md", str(tables / "table2.md"), "--mt-bench-csv", str(tables / "mt_bench.csv"),
-                 "--png", str(tables / "fig7.png")]) == 0
+    assert (
+        main(
+            [
+                "table2",
+                "--config",
+                str(smoke_cfg),
+                "--results",
+                str(run),
+                "--csv",
+                str(tables / "table2.csv"),
+                "--md",
+                str(tables / "table2.md"),
+                "--mt-bench-csv",
+                str(tables / "mt_bench.csv"),
+                "--png",
+                str(tables / "fig7.png"),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tables / "table2.csv").set_index("algorithm")
     assert list(table.index) == ["Base", "REBEL"]
     for label, folder in (("Base", "sft"), ("REBEL", "rebel")):

@@ -31,16 +31,28 @@ def _write_hub_datasets(root, rng: random.Random) -> tuple[str, str]:
         rows = []
         for i in range(n):
             post = task.make_post(rng)
-            rows.append({"id": f"t3_{split}{i}", "subreddit": post.subreddit, "title": post.title,
-                         "post": post.body, "summary": task.human_summary(post, rng).strip()})
+            rows.append(
+                {
+                    "id": f"t3_{split}{i}",
+                    "subreddit": post.subreddit,
+                    "title": post.title,
+                    "post": post.body,
+                    "summary": task.human_summary(post, rng).strip(),
+                }
+            )
         D.write_jsonl(sft / f"{split}.jsonl", rows)
     for split, n in (("train", 32), ("validation", 8)):
         rows = []
         for i in range(n):
             post = task.make_post(rng)
             texts = [task.candidate_summary(post, rng).strip() for _ in range(2)]
-            rows.append({"info": {"id": f"p{i}", "subreddit": post.subreddit, "title": post.title, "post": post.body},
-                         "summaries": [{"text": t} for t in texts], "choice": rng.randrange(2)})
+            rows.append(
+                {
+                    "info": {"id": f"p{i}", "subreddit": post.subreddit, "title": post.title, "post": post.body},
+                    "summaries": [{"text": t} for t in texts],
+                    "choice": rng.randrange(2),
+                }
+            )
         D.write_jsonl(prefs / f"{split}.jsonl", rows)
     return str(sft), str(prefs)
 
@@ -59,9 +71,15 @@ def paper_config(tmp_path, tokenizer, tiny_config):
     cfg["model"]["base"] = {"path": str(base)}
     cfg["sft"].update(batch_size=8, lr=1e-3)
     cfg["reward_model"].update(batch_size=8, lr=1e-3)
-    cfg["policy"].update(lora={**cfg["policy"]["lora"], "r": 4, "alpha": 8}, iterations=2,
-                         prompts_per_iteration=8, minibatch_prompts=4, lr=1e-3, checkpoint_every=1)
-    cfg["policy_overrides"]["dpo"]["minibatch_prompts"] = 4   # within the 8 prompts (pairs) per iteration
+    cfg["policy"].update(
+        lora={**cfg["policy"]["lora"], "r": 4, "alpha": 8},
+        iterations=2,
+        prompts_per_iteration=8,
+        minibatch_prompts=4,
+        lr=1e-3,
+        checkpoint_every=1,
+    )
+    cfg["policy_overrides"]["dpo"]["minibatch_prompts"] = 4  # within the 8 prompts (pairs) per iteration
     cfg["eval"].update(n_prompts=8, batch_size=8)
     cfg["runtime"].update(device="cpu", threads=1, rollout_batch_size=16)
     path = tmp_path / "tiny-tldr.yaml"
@@ -74,8 +92,21 @@ def test_paper_config_stages_run_on_local_hub_format_files(paper_config, tmp_pat
     common = ["--config", str(paper_config)]
     assert main(["data", *common, "--out", str(run / "data")]) == 0
     assert main(["sft", *common, "--data", str(run / "data"), "--out", str(run / "sft")]) == 0
-    assert main(["reward-model", *common, "--data", str(run / "data"), "--sft", str(run / "sft/model.json"),
-                 "--out", str(run / "rm")]) == 0
+    assert (
+        main(
+            [
+                "reward-model",
+                *common,
+                "--data",
+                str(run / "data"),
+                "--sft",
+                str(run / "sft/model.json"),
+                "--out",
+                str(run / "rm"),
+            ]
+        )
+        == 0
+    )
     refs = ["--data", str(run / "data"), "--sft", str(run / "sft/model.json"), "--rm", str(run / "rm/model.json")]
     assert main(["train", *common, *refs, "--algorithm", "rebel", "--seed", "1", "--out", str(run / "rebel")]) == 0
 
@@ -94,8 +125,19 @@ def test_paper_config_stages_run_on_local_hub_format_files(paper_config, tmp_pat
     # Evaluation with the GPT-4 judge needs its key: without it, a one-line error before any generation.
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     capsys.readouterr()
-    code = main(["evaluate", *common, *refs, "--policy", str(run / "rebel/policy/model.json"), "--seed", "1",
-                 "--out", str(run / "rebel")])
+    code = main(
+        [
+            "evaluate",
+            *common,
+            *refs,
+            "--policy",
+            str(run / "rebel/policy/model.json"),
+            "--seed",
+            "1",
+            "--out",
+            str(run / "rebel"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "environment variable OPENAI_API_KEY" in err
     assert not (run / "rebel" / "eval.json").exists()

@@ -4,15 +4,23 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import snakemake
+
 from eval.tables import CEILING
 
 pytestmark = pytest.mark.slow
 
 
-ROWS = {"SFT": "sft", "DPO": "dpo", "Iterative DPO": "iterative_dpo", "PPO": "ppo", "REINFORCE": "reinforce",
-        "RLOO (k=2)": "rloo_k2", "RLOO (k=4)": "rloo_k4", "REBEL": "rebel"}
+ROWS = {
+    "SFT": "sft",
+    "DPO": "dpo",
+    "Iterative DPO": "iterative_dpo",
+    "PPO": "ppo",
+    "REINFORCE": "reinforce",
+    "RLOO (k=2)": "rloo_k2",
+    "RLOO (k=4)": "rloo_k4",
+    "REBEL": "rebel",
+}
 
 
 def test_table1_has_every_algorithm_row_from_pipeline_files(smoke_run):
@@ -39,8 +47,10 @@ def test_table1_has_every_algorithm_row_from_pipeline_files(smoke_run):
 
 
 def test_online_algorithms_of_a_seed_saw_identical_prompts(smoke_run):
-    runs = {folder: json.loads((smoke_run / "results" / "smoke" / folder / "seed1" / "run.json").read_text())
-            for folder in list(ROWS.values())[1:]}
+    runs = {
+        folder: json.loads((smoke_run / "results" / "smoke" / folder / "seed1" / "run.json").read_text())
+        for folder in list(ROWS.values())[1:]
+    }
     online = {a: r for a, r in runs.items() if a != "dpo"}
     assert all(r["data"] == "prompts" for r in online.values())
     assert len({r["prompt_order_sha256"] for r in online.values()}) == 1
@@ -49,7 +59,9 @@ def test_online_algorithms_of_a_seed_saw_identical_prompts(smoke_run):
 
 
 def test_reward_goes_up_during_training(smoke_run):
-    rows = [json.loads(line) for line in (smoke_run / "results/smoke/rebel/seed1/metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (smoke_run / "results/smoke/rebel/seed1/metrics.jsonl").read_text().splitlines()
+    ]
     first = sum(r["reward"] for r in rows[:3]) / 3
     last = sum(r["reward"] for r in rows[-3:]) / 3
     assert last > first + 0.05, (first, last)

@@ -11,10 +11,19 @@ def make_rollout(logprobs_old: torch.Tensor, rewards: torch.Tensor, k: int = 2) 
     n, length = logprobs_old.shape
     ones = torch.ones(n, length, dtype=torch.long)
     zeros = torch.zeros(n)
-    return Rollout(prompt_ids=ones, prompt_mask=ones, response_ids=ones, response_mask=ones,
-                   has_eos=torch.ones(n, dtype=torch.bool), logprobs=logprobs_old,
-                   ref_logprobs=torch.zeros_like(logprobs_old), scores=zeros, rewards=rewards,
-                   token_rewards=torch.zeros_like(logprobs_old), samples_per_prompt=k)
+    return Rollout(
+        prompt_ids=ones,
+        prompt_mask=ones,
+        response_ids=ones,
+        response_mask=ones,
+        has_eos=torch.ones(n, dtype=torch.bool),
+        logprobs=logprobs_old,
+        ref_logprobs=torch.zeros_like(logprobs_old),
+        scores=zeros,
+        rewards=rewards,
+        token_rewards=torch.zeros_like(logprobs_old),
+        samples_per_prompt=k,
+    )
 
 
 # Two prompts, two samples each, two tokens per response.
@@ -23,12 +32,15 @@ OLD = torch.tensor([[-1.5, -2.0], [-1.0, -0.25], [-1.0, -1.0], [-2.0, -1.0]])
 REWARDS = torch.tensor([1.0, 0.0, 0.5, 1.5])
 
 
-@pytest.mark.parametrize("eta, expected", [
-    # prompt 0: log-ratios 0.5 and 0.25, rewards 1 and 0 -> residual 0.25 - eta * 1
-    # prompt 1: log-ratios 0 and 2,     rewards 0.5 and 1.5 -> residual -2 + eta * 1
-    (1.0, ((0.25 - 1.0) ** 2 + (-2.0 + 1.0) ** 2) / 2),   # (0.5625 + 1) / 2 = 0.78125
-    (2.0, ((0.25 - 2.0) ** 2 + (-2.0 + 2.0) ** 2) / 2),   # (3.0625 + 0) / 2 = 1.53125
-])
+@pytest.mark.parametrize(
+    "eta, expected",
+    [
+        # prompt 0: log-ratios 0.5 and 0.25, rewards 1 and 0 -> residual 0.25 - eta * 1
+        # prompt 1: log-ratios 0 and 2,     rewards 0.5 and 1.5 -> residual -2 + eta * 1
+        (1.0, ((0.25 - 1.0) ** 2 + (-2.0 + 1.0) ** 2) / 2),  # (0.5625 + 1) / 2 = 0.78125
+        (2.0, ((0.25 - 2.0) ** 2 + (-2.0 + 2.0) ** 2) / 2),  # (3.0625 + 0) / 2 = 1.53125
+    ],
+)
 def test_rebel_loss_matches_hand_computation(eta, expected):
     loss, stats = REBEL(REBELParams(eta=eta)).loss(NEW, make_rollout(OLD, REWARDS))
     assert loss.item() == pytest.approx(expected, abs=1e-6)
@@ -66,8 +78,9 @@ def test_exactly_solved_rebel_step_is_mirror_descent():
     algorithm = REBEL(REBELParams(eta=eta))
 
     theta = pi_t.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=500, tolerance_grad=1e-14,
-                                  tolerance_change=1e-16, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [theta], lr=1.0, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()

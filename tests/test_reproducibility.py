@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
+from conftest import SMOKE, snakemake
 
 from eval.reproducibility import compare, write_reproducibility
 from rebel.errors import HarnessError
-from conftest import SMOKE, snakemake
 
 
 def evals(values: dict[str, list[float]], metric: str = "winrate") -> dict:
@@ -53,8 +53,10 @@ def test_one_seed_gives_no_z_and_agrees_only_when_identical():
 
 
 def test_metrics_missing_everywhere_are_skipped_and_partly_missing_ones_fail():
-    a = {("sft", 1): {"winrate": 1.0, "rm_score": 0.1, "kl": 0.0},
-         ("sft", 2): {"winrate": 2.0, "rm_score": 0.2, "kl": 0.0}}
+    a = {
+        ("sft", 1): {"winrate": 1.0, "rm_score": 0.1, "kl": 0.0},
+        ("sft", 2): {"winrate": 2.0, "rm_score": 0.2, "kl": 0.0},
+    }
     df = compare(a, a)
     assert list(df.metric) == ["winrate", "rm_score", "kl"]  # no gold_quality off the synthetic task
     b = {**a, ("sft", 2): {"winrate": 2.0, "kl": 0.0}}
@@ -70,20 +72,23 @@ def test_write_reproducibility_names_a_missing_eval_json(tmp_path):
                 path = tmp_path / side / algo / f"seed{seed}" / "eval.json"
                 path.parent.mkdir(parents=True)
                 path.write_text(json.dumps({"winrate": 50.0 + seed + (side == "b"), "kl": 0.0}))
-    df = write_reproducibility(cfg, tmp_path / "a", tmp_path / "b", "portable", "scalar",
-                               tmp_path / "r.csv", tmp_path / "r.md")
+    df = write_reproducibility(
+        cfg, tmp_path / "a", tmp_path / "b", "portable", "scalar", tmp_path / "r.csv", tmp_path / "r.md"
+    )
     assert len(df) == 4 and pd.read_csv(tmp_path / "r.csv").shape == (4, 11)
     md = (tmp_path / "r.md").read_text()
     assert "under `portable` and again under `scalar`, 2 seeds [1, 2]. 4 of 4 algorithm × metric rows agree" in md
     (tmp_path / "b" / "rebel" / "seed2" / "eval.json").unlink()
     with pytest.raises(HarnessError, match="rebel/seed2/eval.json' not found"):
-        write_reproducibility(cfg, tmp_path / "a", tmp_path / "b", "portable", "scalar",
-                              tmp_path / "r.csv", tmp_path / "r.md")
+        write_reproducibility(
+            cfg, tmp_path / "a", tmp_path / "b", "portable", "scalar", tmp_path / "r.csv", tmp_path / "r.md"
+        )
 
 
 def test_equal_kernel_paths_fail_at_parse_time(tmp_path):
-    result = snakemake(tmp_path, "-n", "tables/reproducibility.csv", "--config", "reproducibility={kernels: portable}",
-                       check=False)
+    result = snakemake(
+        tmp_path, "-n", "tables/reproducibility.csv", "--config", "reproducibility={kernels: portable}", check=False
+    )
     assert result.returncode != 0
     assert "config error: config: key 'reproducibility.kernels': 'portable' is runtime.cpu_kernels" in result.stderr
 
@@ -105,13 +110,15 @@ def test_reproducibility_pipeline_on_smoke(tmp_path):
 
     df = pd.read_csv(work / "tables" / "reproducibility.csv")
     assert [tuple(r) for r in df[["algorithm", "metric"]].itertuples(index=False)] == [
-        (a, m) for a in ("sft", "dpo", "rebel") for m in ("winrate", "gold_quality", "rm_score", "kl")]
+        (a, m) for a in ("sft", "dpo", "rebel") for m in ("winrate", "gold_quality", "rm_score", "kl")
+    ]
     assert (df.n_a == 2).all() and (df.n_b == 2).all()
     md = (work / "tables" / "reproducibility.md").read_text()
     assert "of 12 algorithm × metric rows agree within 3 standard errors" in md
-    for results, path, capability in ((work / "results" / "smoke", "portable", "AVX2"),
-                                      (work / "results" / "reproducibility" / "scalar" / "results" / "smoke", "scalar",
-                                       "DEFAULT")):
+    for results, path, capability in (
+        (work / "results" / "smoke", "portable", "AVX2"),
+        (work / "results" / "reproducibility" / "scalar" / "results" / "smoke", "scalar", "DEFAULT"),
+    ):
         for algo in ("sft", "dpo", "rebel"):
             for seed in (1, 2):
                 kernels = json.loads((results / algo / f"seed{seed}" / "eval.json").read_text())["kernels"]

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import REPO, snakemake
 
 pytestmark = pytest.mark.slow
@@ -17,8 +16,14 @@ number everywhere, so a retrain that lands further than this from the pinned mod
 
 
 def test_retrained_sft_and_reward_model_match_the_pinned_ones_within_tolerance(tmp_path):
-    snakemake(tmp_path, "results/embedded/rm/eval.json", "--config", "sft={pretrained: null}",
-              "reward_model={pretrained: null}", config=EMBEDDED)
+    snakemake(
+        tmp_path,
+        "results/embedded/rm/eval.json",
+        "--config",
+        "sft={pretrained: null}",
+        "reward_model={pretrained: null}",
+        config=EMBEDDED,
+    )
     run = tmp_path / "results" / "embedded"
     assert json.loads((run / "sft" / "model.json").read_text()) == {"path": "model"}  # trained, not the pinned one
     retrained, pinned = json.loads((run / "rm" / "eval.json").read_text()), json.loads(PINNED_EVAL.read_text())

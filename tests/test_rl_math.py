@@ -38,7 +38,7 @@ def test_leave_one_out_advantages_by_hand():
 
 def test_gae_by_hand():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
-    values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 7.0]])   # 7.0 sits on padding and must be ignored
+    values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 7.0]])  # 7.0 sits on padding and must be ignored
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=0.5)
     # row 0: δ = (0, 0, 0.5) -> A_2 = 0.5, A_1 = 0 + 0.5 * 0.5 = 0.25, A_0 = 0.125
@@ -74,15 +74,16 @@ def test_preference_loss_by_hand():
     rewards = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     # signs +1, −1, 0; beta 0.5: margins 1, −0.5, 0 -> −log σ(1), −log σ(−0.5), log 2 (no preference)
     loss, accuracy = preference_loss(logratio, rewards, beta=0.5)
-    assert loss.item() == pytest.approx((math.log1p(math.exp(-1.0)) + math.log1p(math.exp(0.5)) + math.log(2)) / 3,
-                                        abs=1e-6)
+    assert loss.item() == pytest.approx(
+        (math.log1p(math.exp(-1.0)) + math.log1p(math.exp(0.5)) + math.log(2)) / 3, abs=1e-6
+    )
     assert accuracy.item() == pytest.approx(1 / 3)
 
 
 def test_token_rewards_sum_to_the_sequence_reward():
     logprobs = torch.tensor([[-1.0, -2.0, 0.0], [-1.0, -1.0, -1.0]])
     ref = torch.tensor([[-1.5, -1.0, 0.0], [-2.0, -1.0, -0.5]])
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])      # EOS at token 1; no EOS (Γ already in the score)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # EOS at token 1; no EOS (Γ already in the score)
     scores = torch.tensor([2.0, -1.0])
     tokens = shaped_token_rewards(scores, logprobs * mask, ref * mask, mask, kl_coef=0.1)
     # row 0: -0.1 * (0.5, -1) + score at token 1; row 1: -0.1 * (1, 0, -0.5) + score at token 2

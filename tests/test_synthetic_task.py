@@ -9,25 +9,31 @@ import sys
 
 import pytest
 import yaml
+from conftest import SMOKE
 
 from rebel import synthetic_tldr as task
 from rebel.errors import ConfigError
-from conftest import SMOKE
 
-PROMPT = task.format_prompt("tifu", "my sister and my car",
-                            "my sister borrowed my car last week . the weather was nice . "
-                            "my boss lost my keys yesterday . my dad sold my dog again . now i feel sad . what should i do ?")
+PROMPT = task.format_prompt(
+    "tifu",
+    "my sister and my car",
+    "my sister borrowed my car last week . the weather was nice . "
+    "my boss lost my keys yesterday . my dad sold my dog again . now i feel sad . what should i do ?",
+)
 
 
-@pytest.mark.parametrize("summary, expected", [
-    (" sister borrowed car , boss lost keys , dad sold dog", 1.0),
-    (" boss lost keys , dad sold dog", 2 / 3),                                   # one fact missing
-    (" so basically sister borrowed car , boss lost keys , dad sold dog", 1.0 - 2 * 0.15),  # filler
-    (" sister borrowed car , boss lost phone", 1 / 3 - 0.6),                      # invented fact
-    (" sister borrowed car , weather was nice", 1 / 3 - 0.3),                     # copied distractor
-    (" sister borrowed car , sister borrowed car", 1 / 3 - 0.3),                  # repetition
-    (" sister borrowed , car car", -0.8),                                         # two garbled segments
-])
+@pytest.mark.parametrize(
+    "summary, expected",
+    [
+        (" sister borrowed car , boss lost keys , dad sold dog", 1.0),
+        (" boss lost keys , dad sold dog", 2 / 3),  # one fact missing
+        (" so basically sister borrowed car , boss lost keys , dad sold dog", 1.0 - 2 * 0.15),  # filler
+        (" sister borrowed car , boss lost phone", 1 / 3 - 0.6),  # invented fact
+        (" sister borrowed car , weather was nice", 1 / 3 - 0.3),  # copied distractor
+        (" sister borrowed car , sister borrowed car", 1 / 3 - 0.3),  # repetition
+        (" sister borrowed , car car", -0.8),  # two garbled segments
+    ],
+)
 def test_gold_quality_by_hand(summary, expected):
     assert task.gold_quality(PROMPT, summary) == pytest.approx(expected)
 
@@ -45,8 +51,9 @@ def test_human_references_leave_headroom():
     """Writers stop after each fact with p=HUMAN_STOP, so most references hold one fact; all are far from 1.0."""
     rng = random.Random(0)
     posts = [task.make_post(rng) for _ in range(4000)]
-    breakdowns = [task.gold_breakdown(task.format_prompt(p.subreddit, p.title, p.body), task.human_summary(p, rng))
-                  for p in posts]
+    breakdowns = [
+        task.gold_breakdown(task.format_prompt(p.subreddit, p.title, p.body), task.human_summary(p, rng)) for p in posts
+    ]
     one_fact = statistics.mean(b.correct + b.invented == 1 for b in breakdowns)
     assert one_fact == pytest.approx(task.HUMAN_STOP, abs=0.025)
     assert statistics.mean(b.score for b in breakdowns) < 0.4  # the optimum is 1.0
@@ -66,12 +73,18 @@ def test_data_stage_is_deterministic_across_processes(tmp_path):
     digests = []
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
-        subprocess.run([sys.executable, "-m", "rebel", "data", "--config", str(SMOKE), "--out", str(out)],
-                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        subprocess.run(
+            [sys.executable, "-m", "rebel", "data", "--config", str(SMOKE), "--out", str(out)],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
         files = sorted(p for p in out.rglob("*") if p.is_file())
         digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
     assert digests[0] == digests[1]
-    assert {"train.jsonl", "test.jsonl", "prefs_train.jsonl", "tokenizer/tokenizer.json", "stats.json"} <= digests[0].keys()
+    assert {"train.jsonl", "test.jsonl", "prefs_train.jsonl", "tokenizer/tokenizer.json", "stats.json"} <= digests[
+        0
+    ].keys()
 
 
 def test_prompts_fit_the_configured_length(tmp_path):

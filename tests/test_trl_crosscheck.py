@@ -45,12 +45,25 @@ def _trl_batch(tokenizer, tiny_config, tmp_path):
     rows = []
     for _ in range(4):
         post = task.make_post(rng)
-        rows.append({"prompt": task.format_prompt(post.subreddit, post.title, post.body),
-                     "chosen": task.human_summary(post, rng), "rejected": task.candidate_summary(post, rng)})
-    args = DPOConfig(output_dir=str(tmp_path), beta=0.05, loss_type=["sigmoid"], report_to=[],
-                     per_device_train_batch_size=4, max_length=None, use_cpu=True)
-    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer)
+        rows.append(
+            {
+                "prompt": task.format_prompt(post.subreddit, post.title, post.body),
+                "chosen": task.human_summary(post, rng),
+                "rejected": task.candidate_summary(post, rng),
+            }
+        )
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        beta=0.05,
+        loss_type=["sigmoid"],
+        report_to=[],
+        per_device_train_batch_size=4,
+        max_length=None,
+        use_cpu=True,
+    )
+    trainer = DPOTrainer(
+        model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
     batch = next(iter(trainer.get_train_dataloader()))  # rows: 4 chosen, then 4 rejected
     trl_loss = trainer.compute_loss(trainer.model, batch)
     trl_loss.backward()
@@ -75,9 +88,19 @@ def test_dpo_loss_and_gradient_equal_trl(tokenizer, tiny_config, tmp_path):
         ref_logprobs = M.response_logprobs(reference, p_ids, p_mask, r_ids, r_mask, temperature=1.0)
     logprobs = M.response_logprobs(model, p_ids, p_mask, r_ids, r_mask, temperature=1.0)
     labels = torch.tensor([1.0, 0.0]).repeat(4)
-    rollout = Rollout(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
-                      has_eos=torch.ones(8, dtype=torch.bool), logprobs=logprobs.detach(), ref_logprobs=ref_logprobs,
-                      scores=labels, rewards=labels, token_rewards=torch.zeros_like(logprobs), samples_per_prompt=2)
+    rollout = Rollout(
+        prompt_ids=p_ids,
+        prompt_mask=p_mask,
+        response_ids=r_ids,
+        response_mask=r_mask,
+        has_eos=torch.ones(8, dtype=torch.bool),
+        logprobs=logprobs.detach(),
+        ref_logprobs=ref_logprobs,
+        scores=labels,
+        rewards=labels,
+        token_rewards=torch.zeros_like(logprobs),
+        samples_per_prompt=2,
+    )
     ours, _ = DPO.from_config({"beta": 0.05}).loss(logprobs, rollout)
     ours.backward()
 
@@ -91,16 +114,26 @@ def test_dpo_through_the_loop_equals_trl_at_a_sampling_temperature_other_than_1(
     """The loop's offline path (:func:`rebel.loop.preference_rollout`, then :func:`rebel.loop.update`) in a
     config whose ``policy.temperature`` is 0.7 takes TRL's step: DPO's log-probs are at temperature 1."""
     reference, model, trl_loss, trl_grad, batch = _trl_batch(tokenizer, tiny_config, tmp_path)
-    cfg = {"policy": {"temperature": 0.7, "minibatch_prompts": 4, "epochs_per_iteration": 4},
-           "runtime": {"rollout_batch_size": 8, "update_micro_batch_prompts": None}}
+    cfg = {
+        "policy": {"temperature": 0.7, "minibatch_prompts": 4, "epochs_per_iteration": 4},
+        "runtime": {"rollout_batch_size": 8, "update_micro_batch_prompts": None},
+    }
     algorithm = DPO.from_config({"beta": 0.05})
-    rollout = loop.preference_rollout(model, M.Reference(model, reference), *batch, cfg=cfg,
-                                      eos_token_id=tokenizer.eos_token_id, timings={}, device=torch.device("cpu"))
+    rollout = loop.preference_rollout(
+        model,
+        M.Reference(model, reference),
+        *batch,
+        cfg=cfg,
+        eos_token_id=tokenizer.eos_token_id,
+        timings={},
+        device=torch.device("cpu"),
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # one step: the parameters move by −gradient
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    stats = loop.update(model, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg,
-                        torch.Generator().manual_seed(0))
+    stats = loop.update(
+        model, rollout, algorithm, optimizer, scheduler, Accelerator(cpu=True), cfg, torch.Generator().manual_seed(0)
+    )
     assert stats["loss"] == pytest.approx(trl_loss.item(), abs=1e-6)
     for name, param in model.named_parameters():
         torch.testing.assert_close(before[name] - param.detach(), trl_grad[name], atol=1e-6, rtol=1e-4, msg=name)

@@ -11,16 +11,31 @@ import pytest
 import yaml
 
 from rebel.config import load_config, read_config_file
-from rebel.paths import CONFIG_DIR
 from rebel.errors import ConfigError
+from rebel.paths import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "workflow" / "rules"
 
 
 def _snakemake(tmp_path, *args, python_flags=()):
-    return subprocess.run([sys.executable, *python_flags, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                           "--directory", str(tmp_path), "--cores", "1", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            *python_flags,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_dry_run_imports_no_torch_and_writes_nothing(tmp_path):
@@ -28,7 +43,9 @@ def test_a_dry_run_imports_no_torch_and_writes_nothing(tmp_path):
     result = _snakemake(tmp_path, "-n", "tables/table1.csv", python_flags=("-X", "importtime"))
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "rebel.config" in imported  # the check sees the workflow's own imports
     heavy = sorted(m for m in imported if m.split(".")[0] in {"torch", "transformers", "peft", "accelerate"})
     assert not heavy, f"parsing the workflow imported {heavy[:5]}"
@@ -46,8 +63,15 @@ def test_a_run_writes_the_effective_config_when_it_starts(tmp_path):
 
 
 def test_every_evaluation_uses_the_run_s_judge_cache(tmp_path):
-    result = _snakemake(tmp_path, "-n", "-p", f"--configfile={CONFIG_DIR / 'smoke.yaml'}", "tables/table1.csv",
-                        "tables/search.csv", "tables/table6.csv")
+    result = _snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        f"--configfile={CONFIG_DIR / 'smoke.yaml'}",
+        "tables/table1.csv",
+        "tables/search.csv",
+        "tables/table6.csv",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     commands = [line for line in result.stdout.splitlines() if re.search(r"python -m rebel (evaluate|ceiling) ", line)]
     splits = {re.search(r"--split (\w+)", c).group(1) for c in commands if " evaluate " in c}
@@ -62,8 +86,13 @@ def test_each_job_kind_has_one_rule_body():
     for stage in ("train", "evaluate", "ceiling", "sft", "reward-model", "table1", "table6", "search-table"):
         assert text.count(f'stage("{stage}")') == 1, stage
     derived = set(re.findall(r"^use rule (\w+) as (\w+) with:", text, re.MULTILINE))
-    assert derived == {("train", "search_train"), ("train", "search_kl_train"), ("train", "ablation_train"),
-                       ("evaluate", "search_evaluate"), ("evaluate", "ablation_evaluate")}
+    assert derived == {
+        ("train", "search_train"),
+        ("train", "search_kl_train"),
+        ("train", "ablation_train"),
+        ("evaluate", "search_evaluate"),
+        ("evaluate", "ablation_evaluate"),
+    }
 
 
 def test_the_paper_sizes_are_short_deltas_over_one_base():
@@ -96,7 +125,8 @@ def test_a_bad_extends_is_one_line_naming_the_file(tmp_path, case):
     if case == "cycle":
         _write(tmp_path / "other.yaml", {"extends": "leaf.yaml"})
         _write(leaf, {"extends": "other.yaml"})
-        expected = f"{tmp_path / 'other.yaml'}: key 'extends': 'leaf.yaml' makes a cycle (leaf.yaml -> other.yaml -> leaf.yaml)"
+        cycle = "leaf.yaml -> other.yaml -> leaf.yaml"
+        expected = f"{tmp_path / 'other.yaml'}: key 'extends': 'leaf.yaml' makes a cycle ({cycle})"
     elif case == "missing":
         _write(leaf, {"extends": "absent.yaml"})
         expected = f"{leaf}: key 'extends': file '{tmp_path / 'absent.yaml'}' not found (relative to {tmp_path})"

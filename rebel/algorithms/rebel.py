@@ -49,8 +49,9 @@ class REBEL(Algorithm):
     Params = REBELParams
     label = "REBEL"
 
-    def loss(self, logprobs: torch.Tensor, batch: Rollout,
-             values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, logprobs: torch.Tensor, batch: Rollout, values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logratio = batch.grouped_logratio(logprobs)
         residuals = rebel_residuals(logratio, batch.grouped(batch.rewards), self.params.eta)
         loss = residuals.pow(2).mean()
