@@ -10,7 +10,7 @@ pairs (appendix H.1.5). The shared loop feeds the pairs in a seeded order, a bat
 (1 chosen, 0 rejected); no response is generated and no reward model is called.
 DPO never samples, so its log-probs (policy and reference) are taken at temperature 1, as in the
 reference implementation, whatever ``policy.temperature`` the online algorithms sample at
-(:func:`rebel.loop.logprob_temperature`).
+(:meth:`rebel.sources.PreferencePairs.logprob_temperature`).
 
 The loss (:func:`rebel.rl_math.preference_loss`) is shared with iterative DPO (:mod:`baselines.iterative_dpo`),
 which labels pairs by reward and anchors at π_t instead of π_ref.

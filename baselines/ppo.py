@@ -1,7 +1,7 @@
 """PPO for RLHF as in the TL;DR reproduction the paper follows (appendix H.1.3; Huang et al.
 2024, "The N+ implementation details of RLHF with PPO"; Schulman et al. 2017).
 
-One sample per prompt. A critic initialized from the reward model (``needs_value_model``;
+One sample per prompt. A critic initialized from the reward model (``value_model = ValueModel``;
 the shared loop builds and optimizes it) gives per-token values V(x, y_<t). Rewards are per
 token, from the shared loop: ``−γ (log π_t − log π_0)`` at every token, the reward-model
 score (Γ without EOS) added at the last one (Eq. 22 per token). Per iteration, generalized

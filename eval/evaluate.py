@@ -36,8 +36,8 @@ from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
 from rebel.generation import BACKENDS, sample_responses
-from rebel.loop import micro_batches, score_batches
 from rebel.rl_math import kl_k1, sequence_logratio
+from rebel.sources import micro_batches, score_batches
 
 
 def test_subset(

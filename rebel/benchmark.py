@@ -142,7 +142,7 @@ def _random_batch(
     cfg: dict[str, Any], vocab: RandomVocabulary, offline: bool, generator: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
     """Random full-length prompts (and for an offline algorithm, chosen/rejected responses per prompt),
-    as :func:`rebel.loop.encode_batch` would return them."""
+    as the source's ``encode`` (:mod:`rebel.sources`) would return them."""
     import torch
 
     n, p, r = (cfg["policy"]["prompts_per_iteration"], cfg["data"]["prompt_length"], cfg["data"]["response_length"])

@@ -1,10 +1,13 @@
-"""The batch of samples one iteration of the shared loop collects, and the algorithms consume."""
+"""The batch of samples one iteration of the shared loop collects (its rollout source, :mod:`rebel.sources`),
+and the algorithms consume."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
 import torch
+
+from rebel.rl_math import masked_mean
 
 
 @dataclass(frozen=True)
@@ -15,24 +18,25 @@ class Rollout:
     up to and including the first EOS (everything after it is padding).
     """
 
-    prompt_ids: torch.Tensor        # [N, P] left-padded
-    prompt_mask: torch.Tensor       # [N, P]
-    response_ids: torch.Tensor      # [N, R]
-    response_mask: torch.Tensor     # [N, R]
-    has_eos: torch.Tensor           # [N] bool
-    logprobs: torch.Tensor          # [N, R] log π_t at rollout time (at the sampling temperature)
-    ref_logprobs: torch.Tensor      # [N, R] log π_0 (the SFT policy)
-    scores: torch.Tensor            # [N] reward-model score, Γ where no EOS (H.1.4)
-    rewards: torch.Tensor           # [N] scores − γ (log π_t − log π_0), Eq. 22
-    token_rewards: torch.Tensor     # [N, R] the same reward per token: −γ (log π_t − log π_0) per token,
-                                    #        the score added at the last response token; sums to ``rewards``
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P]
+    response_ids: torch.Tensor  # [N, R]
+    response_mask: torch.Tensor  # [N, R]
+    has_eos: torch.Tensor  # [N] bool
+    logprobs: torch.Tensor  # [N, R] log π_t at rollout time (at the source's log-prob temperature)
+    ref_logprobs: torch.Tensor  # [N, R] log π_0 (the SFT policy)
+    scores: torch.Tensor  # [N] reward-model score (self-play: 2 P(y ≻ y'') − 1), Γ where no EOS (H.1.4);
+    #     for preference pairs, the label (1 chosen, 0 rejected)
+    rewards: torch.Tensor  # [N] scores − γ (log π_t − log π_0), Eq. 22
+    token_rewards: torch.Tensor  # [N, R] the same reward per token: −γ (log π_t − log π_0) per token,
+    #        the score added at the last response token; sums to ``rewards``
     samples_per_prompt: int
-    values: torch.Tensor | None = None      # [N, R] the critic's values at rollout (algorithms with a value model)
+    values: torch.Tensor | None = None  # [N, R] the critic's values at rollout (algorithms with a value model)
     advantages: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
-    returns: torch.Tensor | None = None     # [N, R] set by an algorithm's ``prepare``
-    token_normalizer: float | None = None   # set by the loop's ``update`` on each micro-batch: the divisor that
-                                            # makes a per-token sum the token mean over the global minibatch
-                                            # (all processes), ``share · T / processes`` (see :meth:`token_mean`)
+    returns: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
+    token_normalizer: float | None = None  # set by the loop's ``update`` on each micro-batch: the divisor that
+    # makes a per-token sum the token mean over the global minibatch
+    # (all processes), ``share · T / processes`` (see :meth:`token_mean`)
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -41,18 +45,24 @@ class Rollout:
     def num_prompts(self) -> int:
         return len(self) // self.samples_per_prompt
 
-    def select_prompts(self, prompt_index: torch.Tensor) -> "Rollout":
+    def select_prompts(self, prompt_index: torch.Tensor) -> Rollout:
         """The rows of the given prompts, each prompt's k samples kept together and in order."""
         k = self.samples_per_prompt
         rows = (prompt_index[:, None] * k + torch.arange(k, device=prompt_index.device)).reshape(-1)
-        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
-                                if isinstance(getattr(self, f.name), torch.Tensor)})
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name)[rows]
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
+        )
 
-    def with_targets(self, *, advantages: torch.Tensor, returns: torch.Tensor) -> "Rollout":
+    def with_targets(self, *, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:
         """A copy carrying per-token advantages and returns (set once per iteration by ``prepare``)."""
         return replace(self, advantages=advantages, returns=returns)
 
-    def with_token_normalizer(self, token_normalizer: float) -> "Rollout":
+    def with_token_normalizer(self, token_normalizer: float) -> Rollout:
         """A copy whose :meth:`token_mean` divides by ``token_normalizer``."""
         return replace(self, token_normalizer=token_normalizer)
 
@@ -66,9 +76,7 @@ class Rollout:
         whatever the shards' response lengths and micro-batches. Unset (a batch used outside ``update``),
         it is the mean over this batch's own response tokens.
         """
-        mask = self.response_mask.to(values.dtype)
-        total = (values * mask).sum()
-        return total / (mask.sum() if self.token_normalizer is None else self.token_normalizer)
+        return masked_mean(values, self.response_mask, self.token_normalizer)
 
     def grouped_logratio(self, logprobs: torch.Tensor, against_reference: bool = False) -> torch.Tensor:
         """``[prompts, k]`` sequence log-ratios ``log πθ(y|x) − log π_t(y|x)`` of per-token ``logprobs``

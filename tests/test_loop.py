@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import yaml
+from conftest import SMOKE
 from safetensors.torch import load_file
 
-from conftest import SMOKE
 from eval.tables import check_identical_prompts
-from rebel.algorithms import resolve_algorithm
+from rebel.algorithms import build_algorithm
 from rebel.errors import ConfigError
-from rebel.loop import iterations_of, prompt_schedule
+from rebel.loop import prompt_schedule
 
 TIMING = ("seconds", "peak_", "lr")
 
@@ -35,9 +35,26 @@ def test_prompt_schedule_depends_only_on_seed_and_sizes():
 
 def _train(workdir, out, algorithm="rebel", config=SMOKE):
     run = workdir / "results" / "smoke"
-    return [sys.executable, "-m", "rebel", "train", "--config", str(config), "--data", str(run / "data"),
-            "--sft", str(run / "sft" / "model.json"), "--rm", str(run / "rm" / "model.json"),
-            "--algorithm", algorithm, "--seed", "1", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "rebel",
+        "train",
+        "--config",
+        str(config),
+        "--data",
+        str(run / "data"),
+        "--sft",
+        str(run / "sft" / "model.json"),
+        "--rm",
+        str(run / "rm" / "model.json"),
+        "--algorithm",
+        algorithm,
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    ]
 
 
 def _smoke_variant(tmp_path, name, change):
@@ -93,15 +110,26 @@ def test_two_processes_split_prompts_and_sum_counters(smoke_run, tmp_path):
     assert two["prompt_order_sha256"] == one["prompt_order_sha256"]
     assert two["counters"] == one["counters"]
     assert len(_metrics(double / "metrics.jsonl")) == one["iterations"]
-    learning_rates = [[json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-                      for run in (single, double)]
+    learning_rates = [
+        [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (single, double)
+    ]
     assert learning_rates[0] == learning_rates[1]  # one scheduler step per global optimizer step
     assert not (double / "checkpoint").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm, k, passes", [("iterative_dpo", 2, 2), ("ppo", 1, 2), ("reinforce", 1, 1),
-                                                  ("rloo_k2", 2, 1), ("rloo_k4", 4, 1), ("rebel", 2, 2)])
+@pytest.mark.parametrize(
+    "algorithm, k, passes",
+    [
+        ("iterative_dpo", 2, 2),
+        ("ppo", 1, 2),
+        ("reinforce", 1, 1),
+        ("rloo_k2", 2, 1),
+        ("rloo_k4", 4, 1),
+        ("rebel", 2, 2),
+    ],
+)
 def test_each_online_algorithm_runs_on_the_shared_loop(smoke_run, algorithm, k, passes):
     """The smoke pipeline's runs: same prompts as REBEL, k samples per prompt, the algorithm's own passes."""
     folder = smoke_run / "results" / "smoke"
@@ -109,7 +137,12 @@ def test_each_online_algorithm_runs_on_the_shared_loop(smoke_run, algorithm, k, 
     rebel = json.loads((folder / "rebel" / "seed1" / "run.json").read_text())
     assert run["prompt_order_sha256"] == rebel["prompt_order_sha256"]
     counters = run["counters"]
-    assert counters["generations"] == counters["reward_model_calls"] == k * counters["prompts"] == k * rebel["counters"]["prompts"]
+    assert (
+        counters["generations"]
+        == counters["reward_model_calls"]
+        == k * counters["prompts"]
+        == k * rebel["counters"]["prompts"]
+    )
     assert counters["optimizer_steps"] == run["iterations"] * passes * 2  # 16 prompts in minibatches of 8
     rows = [json.loads(line) for line in (folder / algorithm / "seed1" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in rows)
@@ -135,15 +168,17 @@ def test_dpo_runs_offline_on_the_preference_pairs(smoke_run):
 
 def test_iterations_matched_by_reward_model_calls():
     pol = {"iterations": 40, "prompts_per_iteration": 64, "reward_model_calls": None}
-    rebel, reinforce, rloo_k4, dpo = (resolve_algorithm(a).from_config(p) for a, p in (
-        ("rebel", {}), ("reinforce", {}), ("rloo_k4", {}), ("dpo", {"epochs": 0.5})))
-    assert [iterations_of(a, pol, 1000) for a in (rebel, reinforce, rloo_k4)] == [40, 40, 40]
-    assert iterations_of(dpo, pol, 1000) == math.ceil(500 / 64)
+    rebel, reinforce, rloo_k4, dpo = (
+        build_algorithm(a, {"algorithm_params": {a: p}})
+        for a, p in (("rebel", {}), ("reinforce", {}), ("rloo_k4", {}), ("dpo", {"epochs": 0.5}))
+    )
+    assert [a.source.iterations(a, pol, 1000) for a in (rebel, reinforce, rloo_k4)] == [40, 40, 40]
+    assert dpo.source.iterations(dpo, pol, 1000) == math.ceil(500 / 64)
     pol["reward_model_calls"] = 40 * 64 * 2  # REBEL's calls at 40 iterations
-    assert [iterations_of(a, pol, 1000) for a in (rebel, reinforce, rloo_k4)] == [40, 80, 20]
+    assert [a.source.iterations(a, pol, 1000) for a in (rebel, reinforce, rloo_k4)] == [40, 80, 20]
     pol["reward_model_calls"] = 100
     with pytest.raises(ConfigError, match=r"^key 'policy.reward_model_calls': 100 calls do not cover one iteration"):
-        iterations_of(rebel, pol, 1000)
+        rebel.source.iterations(rebel, pol, 1000)
 
 
 @pytest.mark.slow

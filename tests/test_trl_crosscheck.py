@@ -20,6 +20,7 @@ from rebel import loop
 from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.rollout import Rollout
+from rebel.sources import PreferencePairs
 
 
 def _pad(rows: list[torch.Tensor], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +112,7 @@ def test_dpo_loss_and_gradient_equal_trl(tokenizer, tiny_config, tmp_path):
 
 
 def test_dpo_through_the_loop_equals_trl_at_a_sampling_temperature_other_than_1(tokenizer, tiny_config, tmp_path):
-    """The loop's offline path (:func:`rebel.loop.preference_rollout`, then :func:`rebel.loop.update`) in a
+    """The loop's offline path (:class:`rebel.sources.PreferencePairs`, then :func:`rebel.loop.update`) in a
     config whose ``policy.temperature`` is 0.7 takes TRL's step: DPO's log-probs are at temperature 1."""
     reference, model, trl_loss, trl_grad, batch = _trl_batch(tokenizer, tiny_config, tmp_path)
     cfg = {
@@ -119,14 +120,8 @@ def test_dpo_through_the_loop_equals_trl_at_a_sampling_temperature_other_than_1(
         "runtime": {"rollout_batch_size": 8, "update_micro_batch_prompts": None},
     }
     algorithm = DPO.from_config({"beta": 0.05})
-    rollout = loop.preference_rollout(
-        model,
-        M.Reference(model, reference),
-        *batch,
-        cfg=cfg,
-        eos_token_id=tokenizer.eos_token_id,
-        timings={},
-        device=torch.device("cpu"),
+    rollout = PreferencePairs(cfg, M.Reference(model, reference), torch.device("cpu")).collect(
+        model, batch, tokenizer=tokenizer, timings={}
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # one step: the parameters move by −gradient
