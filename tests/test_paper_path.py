@@ -18,7 +18,7 @@ from rebel import data as D
 from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.cli import main
-from rebel.config import validate
+from rebel.config import read_config_file, validate
 from rebel.paths import CONFIG_DIR
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def paper_config(tmp_path, tokenizer, tiny_config):
     tokenizer.save_pretrained(base)
     sft_data, pref_data = _write_hub_datasets(tmp_path, random.Random(0))
 
-    cfg = yaml.safe_load((CONFIG_DIR / "tldr-1.4b.yaml").read_text())
+    cfg = read_config_file(CONFIG_DIR / "tldr-1.4b.yaml")
     cfg["data"].update(prompt_length=48, response_length=8)  # short enough that long posts get cut
     cfg["data"]["hub"].update(sft_dataset={"path": sft_data}, preference_dataset={"path": pref_data})
     cfg["model"]["base"] = {"path": str(base)}
