@@ -178,9 +178,38 @@ class PolicySamples(RolloutSource):
         *,
         samples_per_prompt: int,
         backend: GenerationBackend,
+        grader: Any,
     ) -> None:
         super().__init__(cfg, reference, device)
-        self.samples_per_prompt, self.backend = samples_per_prompt, backend
+        self.samples_per_prompt, self.backend, self.grader = samples_per_prompt, backend, grader
+
+    @classmethod
+    def load(
+        cls,
+        cfg: dict[str, Any],
+        algorithm: AlgorithmLike,
+        reference: Reference,
+        device: torch.device,
+        *,
+        backend: GenerationBackend,
+        load_reward_model: Callable[[], torch.nn.Module],
+        preference: PreferenceOracle | None,
+    ) -> PolicySamples:
+        grader = cls._load_grader(device, load_reward_model=load_reward_model, preference=preference)
+        return cls(
+            cfg, reference, device, samples_per_prompt=algorithm.samples_per_prompt, backend=backend, grader=grader
+        )
+
+    @classmethod
+    @abstractmethod
+    def _load_grader(
+        cls,
+        device: torch.device,
+        *,
+        load_reward_model: Callable[[], torch.nn.Module],
+        preference: PreferenceOracle | None,
+    ) -> Any:
+        """What scores the samples (``self.grader``): the reward model, or the preference oracle."""
 
     @classmethod
     def iterations(cls, algorithm: AlgorithmLike, pol: dict[str, Any], num_rows: int) -> int:
@@ -298,46 +327,22 @@ class ScoredSamples(PolicySamples):
     score_name = "rm_score"
     score_counter = "reward_model_calls"
 
-    def __init__(
-        self,
-        cfg: dict[str, Any],
-        reference: Reference,
-        device: torch.device,
-        *,
-        samples_per_prompt: int,
-        backend: GenerationBackend,
-        reward_model: torch.nn.Module,
-    ) -> None:
-        super().__init__(cfg, reference, device, samples_per_prompt=samples_per_prompt, backend=backend)
-        self.reward_model = reward_model
-
     @classmethod
-    def load(
+    def _load_grader(
         cls,
-        cfg: dict[str, Any],
-        algorithm: AlgorithmLike,
-        reference: Reference,
         device: torch.device,
         *,
-        backend: GenerationBackend,
         load_reward_model: Callable[[], torch.nn.Module],
         preference: PreferenceOracle | None,
-    ) -> ScoredSamples:
-        return cls(
-            cfg,
-            reference,
-            device,
-            samples_per_prompt=algorithm.samples_per_prompt,
-            backend=backend,
-            reward_model=load_reward_model().to(device).eval().requires_grad_(False),
-        )
+    ) -> torch.nn.Module:
+        return load_reward_model().to(device).eval().requires_grad_(False)
 
     def _scorer(
         self, samples: Samples, *, tokenizer, timings: dict[str, float], rows: list[dict[str, Any]] | None
     ) -> tuple[Samples, Callable[[Chunks], torch.Tensor]]:
         from rebel.models import reward_scores
 
-        return samples, lambda chunks: score_batches(lambda *c: reward_scores(self.reward_model, *c), chunks)
+        return samples, lambda chunks: score_batches(lambda *c: reward_scores(self.grader, *c), chunks)
 
 
 class SelfPlay(PolicySamples):
@@ -351,43 +356,19 @@ class SelfPlay(PolicySamples):
     opponents = 1
     needs_preference_oracle = True
 
-    def __init__(
-        self,
-        cfg: dict[str, Any],
-        reference: Reference,
-        device: torch.device,
-        *,
-        samples_per_prompt: int,
-        backend: GenerationBackend,
-        preference: PreferenceOracle,
-    ) -> None:
-        super().__init__(cfg, reference, device, samples_per_prompt=samples_per_prompt, backend=backend)
-        self.preference = preference
-
     @classmethod
-    def load(
+    def _load_grader(
         cls,
-        cfg: dict[str, Any],
-        algorithm: AlgorithmLike,
-        reference: Reference,
         device: torch.device,
         *,
-        backend: GenerationBackend,
         load_reward_model: Callable[[], torch.nn.Module],
         preference: PreferenceOracle | None,
-    ) -> SelfPlay:
+    ) -> PreferenceOracle:
         if preference is None:
             raise HarnessError(
                 "self-play needs a preference oracle (the judge); none is available for this config's eval.judge"
             )
-        return cls(
-            cfg,
-            reference,
-            device,
-            samples_per_prompt=algorithm.samples_per_prompt,
-            backend=backend,
-            preference=preference,
-        )
+        return preference
 
     def _scorer(
         self, samples: Samples, *, tokenizer, timings: dict[str, float], rows: list[dict[str, Any]] | None
@@ -399,7 +380,7 @@ class SelfPlay(PolicySamples):
         own, opponent = groups[:, :k].reshape(-1), groups[:, k].repeat_interleave(k)
         texts = decode_responses(tokenizer, r_ids, r_mask)
         with phase(timings, "judging", self.device):
-            wins = self.preference(
+            wins = self.grader(
                 [r for r in rows for _ in range(k)],
                 [texts[i] for i in own.tolist()],
                 [texts[i] for i in opponent.tolist()],
