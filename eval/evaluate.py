@@ -35,7 +35,7 @@ from rebel import kernels
 from rebel import models as M
 from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
-from rebel.generation import BACKENDS, sample_responses
+from rebel.generation import make_backend, sample_responses
 from rebel.rl_math import kl_k1, sequence_logratio
 from rebel.sources import micro_batches, score_batches
 
@@ -134,7 +134,7 @@ def sample_eval_responses(
     (the same draws for every policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``."""
     prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
     torch.manual_seed(seed)
-    backend = BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id)
+    backend = make_backend(cfg, tokenizer.eos_token_id, tokenizer.pad_token_id)
     return sample_responses(
         backend,
         policy,

@@ -1,4 +1,5 @@
-"""Sampling responses: a backend interface (Hugging Face ``generate`` now, vLLM later).
+"""Sampling responses through a backend (``runtime.generation_backend``): Hugging Face ``generate`` (``hf``)
+or a vLLM engine (``vllm``, :mod:`rebel.vllm_generation`), with the same sampling semantics.
 
 Responses are always exactly ``max_new_tokens`` long with everything after the first EOS
 replaced by padding (implementation notes; the paper's 53-token generation). The
@@ -9,7 +10,8 @@ Sampling is plain: ``top_k=0, top_p=1.0``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from functools import cache
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,13 @@ from transformers import GenerationConfig
 
 
 class GenerationBackend(Protocol):
+    schedules_batches: ClassVar[bool]
+    """True: :func:`sample_responses` hands over every row at once (the backend batches them itself);
+    False: micro-batches of ``batch_size`` rows."""
+    sampled_logprobs: torch.Tensor | None
+    """The log-probs of the tokens the last call sampled, ``[N, max_new_tokens]`` (0 after the end), from the
+    backend's own forward (a consistency check of the trainer's); None when it does not report them."""
+
     def generate(
         self,
         model: torch.nn.Module,
@@ -35,6 +44,9 @@ class HFGenerationBackend:
     ``full_length`` suppresses EOS, so that every sequence runs all ``max_new_tokens`` steps
     (the runtime benchmark's fixed workload on random weights).
     """
+
+    schedules_batches = False
+    sampled_logprobs = None
 
     def __init__(self, eos_token_id: int, pad_token_id: int, full_length: bool = False) -> None:
         self.eos_token_id = eos_token_id
@@ -66,7 +78,20 @@ class HFGenerationBackend:
         return F.pad(response, (0, max_new_tokens - response.shape[1]), value=self.pad_token_id)
 
 
-BACKENDS = {"hf": HFGenerationBackend}
+def make_backend(cfg: dict[str, Any], eos_token_id: int, pad_token_id: int, full_length: bool = False):
+    """The backend ``runtime.generation_backend`` names. A vLLM backend is made once per process and these
+    arguments, so that one engine serves a run and every evaluation of the process."""
+    name = cfg["runtime"]["generation_backend"]
+    if name == "hf":
+        return HFGenerationBackend(eos_token_id, pad_token_id, full_length)
+    return _vllm_backend(eos_token_id, pad_token_id, tuple(sorted(cfg["runtime"]["vllm"].items())), full_length)
+
+
+@cache
+def _vllm_backend(eos_token_id: int, pad_token_id: int, settings: tuple, full_length: bool):
+    from rebel.vllm_generation import VLLMGenerationBackend
+
+    return VLLMGenerationBackend(eos_token_id, pad_token_id, dict(settings), full_length)
 
 
 def truncate_after_eos(
@@ -99,13 +124,16 @@ def sample_responses(
     eos_token_id: int,
     pad_token_id: int,
 ) -> tuple[torch.Tensor, ...]:
-    """k samples per prompt, consecutive per prompt, generated in micro-batches of ``batch_size`` rows.
+    """k samples per prompt, consecutive per prompt, generated in micro-batches of ``batch_size`` rows
+    (one batch of every row for a backend that schedules its own).
 
     Returns ``(prompt_ids, prompt_mask, response_ids, response_mask, has_eos)`` with
     prompts repeated k times.
     """
     prompt_ids = prompt_ids.repeat_interleave(samples_per_prompt, 0)
     prompt_mask = prompt_mask.repeat_interleave(samples_per_prompt, 0)
+    if getattr(backend, "schedules_batches", False):
+        batch_size = prompt_ids.shape[0]
     chunks = [
         backend.generate(
             model,

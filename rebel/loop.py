@@ -38,7 +38,7 @@ from rebel.algorithms import Algorithm, build_algorithm
 from rebel.config import policy_settings
 from rebel.distributed import global_sum
 from rebel.errors import ConfigError, HarnessError
-from rebel.generation import BACKENDS
+from rebel.generation import make_backend
 from rebel.profiling import peak_rss_mib, phase, profile_summary
 from rebel.rollout import Rollout
 from rebel.sources import PreferenceOracle, RolloutSource, SampleMonitor
@@ -302,7 +302,7 @@ def train_online(
         accelerator,
         load_policy=lambda: M.load_policy(sft, dtype),
         load_reward_model=lambda: M.load_reward_model(M.read_model_ref(rm_ref), dtype),
-        backend=BACKENDS[cfg["runtime"]["generation_backend"]](tokenizer.eos_token_id, tokenizer.pad_token_id),
+        backend=make_backend(cfg, tokenizer.eos_token_id, tokenizer.pad_token_id),
         preference=preference,
     )
     policy, optimizer, scheduler, trainable = run.policy, run.optimizer, run.scheduler, run.trainable

@@ -34,6 +34,8 @@ class Rollout:
     values: torch.Tensor | None = None  # [N, R] the critic's values at rollout (algorithms with a value model)
     advantages: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
     returns: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
+    engine_logprobs: torch.Tensor | None = None  # [N, R] the generation engine's log π_t of the sampled tokens
+    #         (vLLM), a consistency check of ``logprobs``; never trained on
     token_normalizer: float | None = None  # set by the loop's ``update`` on each micro-batch: the divisor that
     # makes a per-token sum the token mean over the global minibatch
     # (all processes), ``share · T / processes`` (see :meth:`token_mean`)

@@ -237,9 +237,9 @@ class PolicySamples(RolloutSource):
     @abstractmethod
     def _scorer(
         self, samples: Samples, *, tokenizer, timings: dict[str, float], rows: list[dict[str, Any]] | None
-    ) -> tuple[Samples, Callable[[Chunks], torch.Tensor]]:
-        """The samples trained on (the k per prompt of ``samples``, which has ``k + opponents``), and the
-        function that scores their micro-batches (called in the scoring phase)."""
+    ) -> tuple[torch.Tensor | None, Callable[[Chunks], torch.Tensor]]:
+        """The rows of ``samples`` (which has ``k + opponents`` per prompt) trained on, None for all of them,
+        and the function that scores their micro-batches (called in the scoring phase)."""
 
     def collect(
         self,
@@ -267,9 +267,12 @@ class PolicySamples(RolloutSource):
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        (p_ids, p_mask, r_ids, r_mask, has_eos), score = self._scorer(
-            samples, tokenizer=tokenizer, timings=timings, rows=rows
-        )
+        engine_logprobs = getattr(self.backend, "sampled_logprobs", None)
+        kept, score = self._scorer(samples, tokenizer=tokenizer, timings=timings, rows=rows)
+        if kept is not None:
+            samples = tuple(t[kept] for t in samples)
+            engine_logprobs = None if engine_logprobs is None else engine_logprobs[kept]
+        p_ids, p_mask, r_ids, r_mask, has_eos = samples
         with phase(timings, "scoring", self.device):
             chunks = micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask)
             logprobs, ref_logprobs = policy_logprobs(policy, self.reference, chunks, self.logprob_temperature(self.cfg))
@@ -290,6 +293,7 @@ class PolicySamples(RolloutSource):
             token_rewards=token_rewards,
             samples_per_prompt=self.samples_per_prompt,
             values=values,
+            engine_logprobs=engine_logprobs,
         )
 
     def metrics(
@@ -297,7 +301,9 @@ class PolicySamples(RolloutSource):
     ) -> tuple[dict[str, float], dict[str, int]]:
         """On π_t's own samples: the k1 estimate of KL(π_t‖π_0), the shaped reward, the score, the EOS
         rate, and Figure 5's per-sample covariance of (KL, score), ddof 0 (per process, then averaged);
-        with a ``monitor``, its means of the samples. Cost: the generations and one score per sample."""
+        with a ``monitor``, its means of the samples; with a backend that reports its own log-probs (vLLM),
+        their largest difference from the trainer's log π_t over the response tokens. Cost: the generations and
+        one score per sample."""
         logratio = sequence_logratio(rollout.logprobs, rollout.ref_logprobs)  # log π_t(y|x) − log π_0(y|x)
         name = self.score_name
         means = {
@@ -308,6 +314,9 @@ class PolicySamples(RolloutSource):
         }
         cov = torch.cov(torch.stack([logratio, rollout.scores]).double(), correction=0)
         means |= {"kl_var": cov[0, 0].item(), f"{name}_var": cov[1, 1].item(), f"kl_{name}_cov": cov[0, 1].item()}
+        if rollout.engine_logprobs is not None:  # the generation engine's log π_t against the trainer's
+            gap = (rollout.engine_logprobs - rollout.logprobs).abs() * rollout.response_mask
+            means["engine_logprob_max_abs_diff"] = gap.max().item()
         if monitor is not None:
             from rebel.data import decode_responses
 
@@ -342,7 +351,7 @@ class ScoredSamples(PolicySamples):
     ) -> tuple[Samples, Callable[[Chunks], torch.Tensor]]:
         from rebel.models import reward_scores
 
-        return samples, lambda chunks: score_batches(lambda *c: reward_scores(self.grader, *c), chunks)
+        return None, lambda chunks: score_batches(lambda *c: reward_scores(self.grader, *c), chunks)
 
 
 class SelfPlay(PolicySamples):
@@ -385,7 +394,7 @@ class SelfPlay(PolicySamples):
                 [texts[i] for i in own.tolist()],
                 [texts[i] for i in opponent.tolist()],
             ).to(self.device)
-        return tuple(t[own] for t in samples), lambda chunks: 2 * wins - 1
+        return own, lambda chunks: 2 * wins - 1
 
 
 class PreferencePairs(RolloutSource):
