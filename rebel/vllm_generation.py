@@ -112,6 +112,10 @@ class VLLMGenerationBackend:
             extra["distributed_executor_backend"] = "external_launcher"  # one engine per training process
         if first.device.type == "cpu":
             extra["kv_cache_memory_bytes"] = self.settings["cpu_kv_cache_mib"] << 20
+            # The engine's worker takes the trainer's thread count (runtime.threads) and no core of its own:
+            # vLLM would pin it to core 0 and keep a core free, and two jobs of a pipeline then share one core.
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         else:
             extra["gpu_memory_utilization"] = self.settings["gpu_memory_utilization"]
         self._llm = LLM(
