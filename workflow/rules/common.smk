@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rebel.config import dump_config, effective_config, fingerprint, policy_settings, validate
 from rebel.errors import ConfigError
+from rebel.launch import job_gpus, launcher
 from rebel.paths import CONFIG_DIR
 
 try:
@@ -37,7 +38,9 @@ BENCHMARKS = f"{RUN}/benchmarks"
 # line written under a file lock); deleting it costs only repeated judge calls.
 JUDGE_CACHE = f"{RUN}/judge_cache"
 # What a training, evaluation or model-building job asks of the scheduler (a cluster executor reads these).
-HEAVY = {"mem_mb": config["runtime"]["mem_mb"], "gpu": config["runtime"]["gpus"]}
+HEAVY = {"mem_mb": config["runtime"]["mem_mb"], "gpu": job_gpus(config["runtime"])}
+# A training job: runtime.processes data-parallel processes, each with its GPUs (rebel/launch.py).
+TRAINING = HEAVY | {"gpu": job_gpus(config["runtime"], config["runtime"]["processes"])}
 
 
 onstart:
@@ -49,6 +52,7 @@ onstart:
     dump_config(config, Path(CONFIG_FILE))
 
 STAGE = f"python -m rebel {{stage}} --config {CONFIG_FILE}"
+TRAIN_STAGE = f"{launcher(config['runtime'])} train --config {CONFIG_FILE}"
 SFT_REF = f"{RUN}/sft/model.json"
 RM_REF = f"{RUN}/rm/model.json"
 DATA = f"{RUN}/data"

@@ -14,7 +14,7 @@ rule evaluate:
         generations=f"{RUN}/{{algorithm}}/seed{{seed}}/generations.jsonl",
         kl_samples=f"{RUN}/{{algorithm}}/seed{{seed}}/kl_samples.jsonl",
     params:
-        settings=fingerprint([config["eval"], config["policy"]["temperature"]]),
+        settings=fingerprint([config["eval"], config["policy"]["temperature"], config["runtime"]["generation_backend"]]),
         cmd=stage("evaluate"),
         seed=lambda wc: wc.seed,
         split="test",

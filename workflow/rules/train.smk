@@ -15,8 +15,9 @@ rule train:
         **({"curve": f"{RUN}/{{algorithm}}/seed{{seed}}/curve.jsonl"} if config["eval"]["curve"]["every"] else {}),
     params:
         settings=lambda wc: fingerprint([policy_settings(config, wc.algorithm)["policy"],
-                                         config["algorithm_params"].get(wc.algorithm, {}), config["eval"]["curve"]]),
-        cmd=stage("train"),
+                                         config["algorithm_params"].get(wc.algorithm, {}), config["eval"]["curve"],
+                                         config["runtime"]["generation_backend"]]),
+        cmd=TRAIN_STAGE,
         algorithm=lambda wc: wc.algorithm,
         seed=lambda wc: wc.seed,
         point="",  # a derived run's one changed setting, as train flags
@@ -24,7 +25,7 @@ rule train:
         out=lambda wc, output: os.path.dirname(output.run),
     threads: config["runtime"]["threads"]
     resources:
-        **HEAVY,
+        **TRAINING,
     log:
         f"{LOGS}/train/{{algorithm}}_seed{{seed}}.log",
     benchmark:
