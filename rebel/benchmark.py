@@ -47,6 +47,7 @@ FIGURE2_ALGORITHMS = ("dpo", "reinforce", "rloo_k2", "iterative_dpo", "ppo", "rl
 PYTHIA = {  # GPTNeoXConfig of the Pythia suite (Biderman et al. 2023); all use rotary_pct 0.25
     "70m": {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8, "intermediate_size": 2048},
     "160m": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "1.4b": {"hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 8192},
     "2.8b": {"hidden_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 32, "intermediate_size": 10240},
 }
 PYTHIA_VOCAB = 50304  # embedding rows of every Pythia model
@@ -90,6 +91,8 @@ class Shape:
 SHAPES: dict[str, Shape] = {
     # Figure 2: the config's own workload (tldr-2.8b: appendix H.1.5), on one GPU.
     "pythia-2.8b": Shape(PYTHIA["2.8b"], warmup=1, iterations=2, cuda_only=True),
+    # The generation benchmark's GPU shape (the tldr-1.4b rollout: 512 prompts of 512 tokens, 53 new tokens).
+    "pythia-1.4b": Shape(PYTHIA["1.4b"], warmup=1, iterations=2, cuda_only=True),
     "pythia-160m": Shape(PYTHIA["160m"], overrides=_merge(_CPU_SCALE, _lora(320))),
     "pythia-70m": Shape(PYTHIA["70m"], overrides=_merge(_CPU_SCALE, _lora(200))),
     # For tests: seconds on a CPU.
@@ -219,6 +222,7 @@ def measure(
         "update_passes": epochs_of(algorithm, cfg),
         "minibatch_prompts": cfg["policy"]["minibatch_prompts"],
         "trainable_parameters": sum(p.numel() for p in run.trainable.parameters() if p.requires_grad),
+        "policy_parameters": sum(p.numel() for p in run.policy.parameters()),
         "profile": profile_summary(records, warmup, iterations),
         "records": records,
         "process_peak_rss_gib": peak_rss_mib() / 1024,
@@ -365,6 +369,17 @@ def run_benchmark(
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "algorithms": [_aggregate(name, rounds[name]) for name in algorithms],
     }
+    if device.type == "cuda":  # the update's model FLOPs utilization (the policy's update only; PPO's critic aside)
+        for row, name in zip(result["algorithms"], algorithms):
+            first = rounds[name][0]
+            flops = update_flops(
+                first["policy_parameters"],
+                first["trainable_parameters"],
+                pol["prompts_per_iteration"] * first["samples_per_prompt"],
+                data["prompt_length"] + data["response_length"],
+                first["update_passes"],
+            )
+            row["update_mfu"] = model_flops_utilization(flops, row["update_s"], result["device"]["name"])
     if append and (out / "benchmark.json").is_file():
         result = _appended(json.loads((out / "benchmark.json").read_text()), result, out / "benchmark.json")
     out.mkdir(parents=True, exist_ok=True)
@@ -385,6 +400,30 @@ def _appended(old: dict[str, Any], new: dict[str, Any], path: Path) -> dict[str,
     dates = old.get("dates", [old["date"]]) + [new["date"]]
     loads = old.get("load_average_1min", [old["device"]["load_average_1min"]]) + [new["device"]["load_average_1min"]]
     return new | {"algorithms": kept + new["algorithms"], "dates": dates, "load_average_1min": loads}
+
+
+PEAK_BF16_FLOPS = {  # dense bf16 tensor-core peak (vendor data sheets), matched as a substring of the device name
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "A6000": 154.8e12,
+}
+
+
+def update_flops(parameters: int, trainable: int, sequences: int, tokens_per_sequence: int, passes: int) -> float:
+    """FLOPs of an update (Kaplan et al. 2020's 2N per token and matmul direction): the forward (2N) and the
+    backward through the activations (2N) for every parameter, the weight gradients (2N) for the trainable ones
+    only: ``(4 N + 2 N_trainable) · tokens`` per pass over ``sequences × tokens_per_sequence`` tokens."""
+    return (4 * parameters + 2 * trainable) * sequences * tokens_per_sequence * passes
+
+
+def model_flops_utilization(flops: float, seconds: float, device_name: str) -> float | None:
+    """``flops / seconds`` over the device's bf16 peak; None for a device without a known peak."""
+    for key, peak in PEAK_BF16_FLOPS.items():
+        if key in device_name:
+            return flops / seconds / peak
+    return None
 
 
 def _aggregate(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

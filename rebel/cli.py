@@ -152,13 +152,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithms", nargs="+", default=list(FIGURE2_ALGORITHMS))
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default: the shape's)")
     p.add_argument("--iterations", type=int, default=None, help="averaged iterations (default: the shape's)")
-    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the algorithms")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="interleaved rounds over the algorithms (--generation: timed calls)"
+    )
     p.add_argument("--prompts", type=int, default=None, help="prompts per iteration (default: the shape's)")
     p.add_argument(
         "--append",
         action="store_true",
         help="add these algorithms to an existing OUT/benchmark.json of the same shape and settings",
     )
+    p.add_argument(
+        "--generation",
+        action="store_true",
+        help="instead: generation tokens/s of --backends on the shape's rollout (OUT/generation.json)",
+    )
+    p.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     stage("figure2", "png", "csv", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
     return parser
 
@@ -330,6 +338,13 @@ def _curves(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
 def _benchmark(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     from rebel.benchmark import run_benchmark
 
+    if args.generation:
+        from rebel.generation_benchmark import run_generation_benchmark
+
+        run_generation_benchmark(
+            cfg, args.shape, args.out, backends=args.backends, repeats=args.repeats, config_name=str(args.config)
+        )
+        return
     run_benchmark(
         cfg,
         args.shape,

@@ -6,11 +6,18 @@ import pytest
 import torch
 
 from eval.benchmark_report import paper_winrates, write_figure2
-from rebel.benchmark import FIGURE2_ALGORITHMS, run_benchmark, shape_config
+from rebel.benchmark import (
+    FIGURE2_ALGORITHMS,
+    model_flops_utilization,
+    run_benchmark,
+    shape_config,
+    update_flops,
+)
 from rebel.cli import main
 from rebel.config import load_config
 from rebel.errors import HarnessError
 from rebel.generation import HFGenerationBackend, sample_responses
+from rebel.generation_benchmark import generation_table, hbm_bandwidth, roofline_fraction, run_generation_benchmark
 from rebel.paths import CONFIG_DIR
 from rebel.profiling import phase, profile_summary
 
@@ -320,3 +327,32 @@ def test_append_merges_algorithms_of_the_same_setting_only(tmp_path):
     assert merged["dates"] == ["d1", "d2"] and len(merged["load_average_1min"]) == 2
     with pytest.raises(HarnessError, match="its settings differ"):
         _appended(result(["dpo"], "d1"), result(["ppo"], "d2", prompts=512), tmp_path / "b.json")
+
+
+def test_update_flops_and_mfu_by_hand():
+    # 10 parameters, all trained: 6 FLOPs per token; 2 sequences x 3 tokens x 2 passes = 12 tokens.
+    assert update_flops(10, 10, 2, 3, 2) == 720
+    # 1 of them trained (LoRA-like): (4 x 10 + 2 x 1) x 12.
+    assert update_flops(10, 1, 2, 3, 2) == 504
+    assert model_flops_utilization(989e12, 2.0, "NVIDIA H200") == pytest.approx(0.5)
+    assert model_flops_utilization(1.0, 1.0, "AMD EPYC 7B13") is None
+
+
+def test_decode_roofline_by_hand():
+    # 1 GB of weights read once per decode step at 4.8 TB/s, 32 sequences per step: 153,600 tokens/s at most.
+    assert hbm_bandwidth("NVIDIA H200") == 4.8e12
+    assert roofline_fraction(76_800, 32, 10**9, 4.8e12) == pytest.approx(0.5)
+    assert hbm_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12 and hbm_bandwidth("AMD EPYC 7B13") is None
+
+
+def test_generation_benchmark_times_the_rollout_workload(tmp_path):
+    """hf only (the vllm env times both: docs/vllm.md): every sample runs the full length, tokens/s follows."""
+    cfg = load_config(PAPER_2_8B)
+    report = run_generation_benchmark(cfg, "tiny", tmp_path, backends=["hf"], repeats=2)
+    written = json.loads((tmp_path / "generation.json").read_text())
+    assert written["backends"] == report["backends"] and written["vllm_over_hf"] is None
+    (hf,) = report["backends"]
+    settings = report["settings"]
+    tokens = settings["prompts"] * settings["samples_per_prompt"] * settings["response_length"]
+    assert len(hf["seconds"]) == 2 and hf["tokens_per_s"] == pytest.approx(tokens / hf["mean_s"])
+    assert "| hf |" in generation_table(report)
