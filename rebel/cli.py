@@ -168,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     stage("figure2", "png", "csv", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
+    stage("generation-table", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
     return parser
 
 
@@ -366,6 +367,12 @@ def _figure2(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     write_figure2(args.benchmarks, args.png, args.csv, args.md)
 
 
+def _generation_table(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.generation_benchmark import write_generation_table
+
+    write_generation_table(args.benchmarks, args.md)
+
+
 def _export_cache(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     from rebel.cache import export_cache
 
@@ -443,6 +450,7 @@ STAGES: dict[str, Handler] = {
     "curves": _curves,
     "benchmark": _benchmark,
     "figure2": _figure2,
+    "generation-table": _generation_table,
     "export-cache": _export_cache,
     "mt-bench-setup": _mt_bench_setup,
     "chat-sets": _chat_sets,

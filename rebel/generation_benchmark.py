@@ -189,3 +189,14 @@ def generation_table(report: dict[str, Any]) -> str:
     if report["vllm_over_hf"] is not None:
         lines += ["", f"vllm / hf tokens/s: {report['vllm_over_hf']:.2f}×"]
     return "\n".join(lines)
+
+
+def write_generation_table(benchmarks: list[Path], md: Path) -> None:
+    """Every ``generation.json`` of ``benchmarks`` as its table (:func:`generation_table`), into ``md``."""
+    tables = []
+    for path in benchmarks:
+        if not path.is_file():
+            raise HarnessError(f"generation benchmark '{path}' not found; run python -m rebel benchmark --generation")
+        tables.append(generation_table(json.loads(path.read_text())))
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n\n".join(tables) + "\n")

@@ -2,11 +2,14 @@
 
 The multi-process test launches this file under ``torch.distributed.run`` (2 CPU processes,
 gloo): each process runs the shared loop's :func:`rebel.loop.run_iteration` on its shard of a
-fixed rollout whose shards have very different response lengths, and the trainable weights
-after each iteration must equal those of one process on the whole batch. That covers what is
-global: PPO's critic trained through DDP (``rebel.models.TokenValueModel``), its
-advantage whitening over all processes' tokens, its token-mean losses over the global minibatch
-(also with ``runtime.update_micro_batch_prompts``), and REINFORCE's moving-average baseline.
+fixed rollout whose shards have very different response lengths, and the trainable weights,
+the algorithm's state and the logged statistics after each iteration must equal those of one
+process on the whole batch. Every registered algorithm is covered (``CASES``): PPO's critic
+trained through DDP (``rebel.models.TokenValueModel``), its advantage whitening over all
+processes' tokens, its token-mean losses over the global minibatch (also with LoRA and
+``runtime.update_micro_batch_prompts``); REINFORCE's moving-average baseline; the means over
+prompts of REBEL, iterative DPO and RLOO (k = 2, and k = 4 in micro-batches of one prompt) on k
+different responses per prompt (unequal rewards, lengths and EOS); DPO on fixed preference pairs.
 """
 
 import sys
@@ -20,13 +23,20 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, GPTNeoXForSequenceCl
 from rebel import models as M
 
 PAD, EOS, VOCAB = 0, 1, 32
-PROMPTS, RESPONSE_LENGTH = 4, 6
-LENGTHS = [6, 5, 2, 1]  # response tokens of the 4 prompts: shard 0 has 11 tokens, shard 1 has 3 (no EOS in the first)
+PROMPTS, KMAX, RESPONSE_LENGTH = 4, 4, 6
+# Response tokens of sample j of prompt i (6: no EOS). Shard 0 (prompts 0, 1) has 11, 21 and 37
+# tokens with k = 1, 2 and 4 samples per prompt; shard 1 (prompts 2, 3) has 3, 6 and 14.
+LENGTHS = [[6, 4, 6, 3], [5, 6, 2, 5], [2, 1, 3, 1], [1, 2, 1, 3]]
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query_key_value", "dense_h_to_4h", "dense_4h_to_h"]}
 CASES = {  # name: (algorithm, LoRA, micro-batch prompts with 2 processes, iterations)
     "ppo": ("ppo", None, None, 2),
     "ppo_lora_micro": ("ppo", LORA, 1, 2),
     "reinforce": ("reinforce", None, None, 3),
+    "rebel": ("rebel", None, None, 2),
+    "iterative_dpo": ("iterative_dpo", None, None, 2),
+    "rloo_k2": ("rloo_k2", None, None, 2),
+    "rloo_k4": ("rloo_k4", None, 1, 2),
+    "dpo": ("dpo", None, None, 2),
 }
 
 
@@ -65,17 +75,36 @@ def _prompts() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class FixedResponses:
-    """A generation backend that answers prompt i with a fixed response of ``LENGTHS[i]`` tokens."""
+    """A generation backend that answers sample j of prompt i with a fixed response of ``LENGTHS[i][j]``
+    tokens: ``responses[i, j]``."""
+
+    schedules_batches = True  # every row in one call, so that a prompt's k copies are one run in it
+    sampled_logprobs = None
 
     def __init__(self) -> None:
         g = torch.Generator().manual_seed(3)
-        self.responses = torch.randint(2, 20, (PROMPTS, RESPONSE_LENGTH), generator=g)
-        for i, length in enumerate(LENGTHS):
-            if length < RESPONSE_LENGTH:
-                self.responses[i, length - 1] = EOS
+        self.responses = torch.randint(2, 20, (PROMPTS, KMAX, RESPONSE_LENGTH), generator=g)
+        for i, lengths in enumerate(LENGTHS):
+            for j, length in enumerate(lengths):
+                if length < RESPONSE_LENGTH:
+                    self.responses[i, j, length - 1] = EOS
 
     def generate(self, model, prompt_ids, prompt_mask, *, temperature, max_new_tokens):
-        return self.responses[prompt_ids[:, -1] - 20]
+        prompts = (prompt_ids[:, -1] - 20).tolist()
+        samples = [0] * len(prompts)  # a row's position in the run of its prompt's consecutive copies
+        for row in range(1, len(prompts)):
+            samples[row] = samples[row - 1] + 1 if prompts[row] == prompts[row - 1] else 0
+        return self.responses[prompts, samples]
+
+
+def _preference_pairs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """DPO's batch (``PreferencePairs.encode``'s format) of these prompts: each prompt twice, its fixed
+    samples 0 (chosen) and 1 (rejected) as responses."""
+    from rebel.generation import truncate_after_eos
+
+    rows = prompt_ids[:, -1] - 20
+    r_ids, r_mask, _ = truncate_after_eos(FixedResponses().responses[rows, :2].flatten(0, 1), EOS, PAD)
+    return prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0), r_ids, r_mask
 
 
 def _cfg(lora, micro) -> dict:
@@ -101,9 +130,10 @@ def _cfg(lora, micro) -> dict:
 
 def train(case: str, micro: int | None = None, resume_in: Path | None = None) -> dict:
     """``CASES[case]``'s iterations on this process's shard of the 4 prompts (all of them with one
-    process): the trainable weights before and after each iteration, the algorithm's state and the
-    update's statistics after each (averaged over processes, as the loop logs and observes them).
-    With ``resume_in``, the run is checkpointed there after the first iteration and rebuilt from it."""
+    process; DPO: their fixed preference pairs): the trainable weights before and after each
+    iteration, the algorithm's state and the update's statistics after each (averaged over
+    processes, as the loop logs and observes them). With ``resume_in``, the run is checkpointed
+    there after the first iteration and rebuilt from it."""
     from accelerate import Accelerator
 
     from rebel import checkpoint
@@ -131,12 +161,16 @@ def train(case: str, micro: int | None = None, resume_in: Path | None = None) ->
     run = build()
     shard = PROMPTS // world
     batch = tuple(t[rank * shard : (rank + 1) * shard] for t in _prompts())
+    if algorithm.offline:
+        batch = _preference_pairs(*batch)
+    k = algorithm.samples_per_prompt
+    lengths = [n for row in LENGTHS[rank * shard : (rank + 1) * shard] for n in row[:k]]
     tokenizer = SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
     states, algorithm_states, logged = [trainable_state(run.trainable)], [], []
     for iteration in range(iterations):
         generator = torch.Generator().manual_seed(iteration * 10 + rank)
         rollout, stats, _ = run_iteration(run, batch, generator, tokenizer=tokenizer)
-        assert rollout.response_mask.sum(-1).tolist() == LENGTHS[rank * shard : (rank + 1) * shard]
+        assert rollout.response_mask.sum(-1).tolist() == lengths
         means = _reduce(accelerator, {"reward": rollout.rewards.mean().item(), **stats}, "mean")
         algorithm.observe(means)
         states.append(trainable_state(run.trainable))
@@ -193,10 +227,21 @@ def two_processes(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_update_like_one_process(two_processes, case):
-    """PPO (weights of policy and critic, whitening, token means; LoRA with micro-batches of one
-    prompt) and REINFORCE (moving-average baseline, over 3 iterations) on shards of 11 and 3
-    response tokens: 2 processes give the single process's weights, state and logged statistics."""
+    """Every algorithm: PPO (weights of policy and critic, whitening, token means; LoRA with micro-batches
+    of one prompt), REINFORCE (moving-average baseline, over 3 iterations), REBEL, iterative DPO, RLOO
+    (k = 2; k = 4 in micro-batches of one prompt) and DPO, on shards of very different response tokens
+    (11 and 3 with one sample per prompt): 2 processes give the single process's weights, state and
+    logged statistics."""
     _assert_same_updates(two_processes[case], train(case))
+
+
+def test_every_registered_algorithm_has_a_case():
+    """Each built-in algorithm and variant of the registry is run by a case (``rloo`` as ``rloo_k2``)."""
+    from rebel.registry import BUILTIN, BUILTIN_VARIANTS
+
+    names = {name for name, *_ in CASES.values()}
+    assert set(BUILTIN_VARIANTS) <= names
+    assert set(BUILTIN) <= names | {v["algorithm"] for n, v in BUILTIN_VARIANTS.items() if n in names}
 
 
 def test_token_means_are_exact_with_micro_batches():
@@ -237,7 +282,7 @@ def test_token_value_model_forward_is_the_critic_values(lora):
         )
     module = M.TokenValueModel(critic)
     prompt_ids, prompt_mask = _prompts()
-    responses = FixedResponses().responses
+    responses = FixedResponses().responses[:, 0]
     from rebel.generation import truncate_after_eos
 
     response_ids, response_mask, _ = truncate_after_eos(responses, EOS, PAD)

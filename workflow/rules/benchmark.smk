@@ -3,6 +3,10 @@
 # when present (run by hand: python -m rebel benchmark --shape pythia-2.8b --out results/benchmark/pythia-2.8b).
 FIG2_CPU_SHAPE = "pythia-70m"
 FIG2_GPU_RESULT = f"{REPORT_ROOT}/benchmark/pythia-2.8b/benchmark.json"
+# hf vs vllm generation throughput (docs/vllm.md): measured by hand in the vllm environment
+# (python -m rebel benchmark --generation), tabulated when present (the GPU shape first).
+GENERATION_RESULTS = [path for path in (f"{REPORT_ROOT}/benchmark/{shape}/generation.json"
+                                        for shape in ("pythia-1.4b", "pythia-70m")) if os.path.exists(path)]
 
 
 wildcard_constraints:
@@ -44,3 +48,19 @@ rule figure2:
     shell:
         "python -m rebel figure2 --benchmarks {input} --png {output.png} --csv {output.csv} --md {output.md}"
         " > {log} 2>&1 && python -m eval.report_html {output.md} {output.html}"
+
+
+rule generation_table:
+    """The generation benchmarks (hf and vllm tokens/s and their ratio) as one table."""
+    input:
+        GENERATION_RESULTS,
+    output:
+        md="tables/generation.md",
+        html=report("tables/generation.html", caption="../report/generation.rst", category="Generation backends"),
+    log:
+        "results/benchmark/logs/generation_table.log",
+    conda:
+        ENV
+    shell:
+        "python -m rebel generation-table --benchmarks {input} --md {output.md} > {log} 2>&1"
+        " && python -m eval.report_html {output.md} {output.html}"

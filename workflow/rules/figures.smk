@@ -72,6 +72,8 @@ RENDER_TARGETS = ["tables/table1.csv", "tables/table6.csv", "tables/search.csv",
                   "tables/table2.csv", "figures/fig2.png", "figures/fig5.png", "figures/fig6.png"]
 if config["eval"]["curve"]["every"] is not None:  # learning curves are on (eval.curve.every)
     RENDER_TARGETS.append("figures/curves.png")
+if GENERATION_RESULTS:  # hf vs vllm throughput, when measured (benchmark.smk)
+    RENDER_TARGETS.append("tables/generation.md")
 if config["render_from"] is not None:  # the cross-kernel-path table, from the exported second run
     RENDER_TARGETS.append("tables/reproducibility.csv")
 
