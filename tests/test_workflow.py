@@ -144,3 +144,30 @@ def test_a_user_config_extends_a_shipped_one_under_snakemake(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "results/mine/rebel/seed7/eval.json" in result.stdout
     assert "results/mine/ppo/" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "runtime, launch, gpus",
+    [
+        ("{processes: 2}", "python -m torch.distributed.run --standalone --nproc_per_node 2 -m rebel train ", 0),
+        (
+            "{processes: 4, gpus: 1, accelerate_config: workflow/accelerate/fsdp.yaml}",
+            f"accelerate launch --config_file {REPO}/workflow/accelerate/fsdp.yaml --num_processes 4 -m rebel train ",
+            4,
+        ),
+    ],
+)
+def test_training_jobs_launch_their_processes_and_ask_their_gpus(tmp_path, runtime, launch, gpus):
+    """runtime.processes: every train job (Table 1's, the search's, the ablation's) starts under the launcher and
+    asks gpus x processes GPUs; the other heavy jobs stay one process with runtime.gpus."""
+    targets = ("tables/table1.csv", "tables/search.csv", "tables/table6.csv")
+    result = _snakemake(
+        tmp_path, "-n", "-p", f"--configfile={CONFIG_DIR / 'smoke.yaml'}", *targets, "--config", f"runtime={runtime}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = result.stdout.split("\nrule ")[1:]
+    train = [j for j in jobs if re.search(r"rebel train ", j)]
+    assert {j.split(":")[0] for j in train} == {"train", "search_train", "search_kl_train", "ablation_train"}
+    assert all(launch in j and f"gpu={gpus}," in j for j in train)
+    others = [j for j in jobs if "python -m rebel evaluate " in j or "python -m rebel sft " in j]
+    assert others and all(f"gpu={1 if gpus else 0}," in j and "torch.distributed" not in j for j in others)
