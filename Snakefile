@@ -35,6 +35,11 @@ include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/reproducibility.smk"
 
+# Tables and figures from small result files: seconds of CPU, run where Snakemake runs (a cluster's login node)
+# instead of being submitted as cluster jobs.
+localrules: table1, table6, search_table, table2, figure2, generation_table, figure5, figure6, curves, render, \
+    bandit_report, reproducibility
+
 
 rule all:
     input:
