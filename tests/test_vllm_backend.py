@@ -9,6 +9,7 @@ pytest.importorskip("vllm")
 
 from rebel import data as D  # noqa: E402
 from rebel import models as M  # noqa: E402
+from rebel.errors import HarnessError  # noqa: E402
 from rebel.generation import sample_responses  # noqa: E402
 from rebel.vllm_generation import VLLMGenerationBackend, base_state_dict  # noqa: E402
 
@@ -138,3 +139,26 @@ def test_merged_state_dict_is_the_merged_model(shape):
     merged = lora.merge_and_unload()
     assert state.keys() == merged.state_dict().keys()
     assert all(torch.allclose(state[k], v, atol=1e-6) for k, v in merged.state_dict().items())
+
+
+def test_an_unsupported_head_size_on_a_cpu_fails_in_one_line(tokenizer, prompts):
+    """The embedded model's head size 24 (96 / 4) would crash vLLM's CPU engine at its first call."""
+    arch = {"hidden_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64}
+    model = _policy(M.scratch_config(arch | {"rotary_pct": 0.25}, tokenizer, max_positions=96), 0)
+    backend = VLLMGenerationBackend(tokenizer.eos_token_id, tokenizer.pad_token_id, SETTINGS)
+    with pytest.raises(
+        HarnessError, match=r"head sizes \[32, 64.*this model's is 24 \(hidden_size 96 / num_attention_heads 4\)"
+    ):
+        _sample(backend, model, prompts, tokenizer)
+    assert backend._llm is None and backend._workdir is None  # nothing started, nothing left behind
+
+
+def test_a_batch_larger_than_one_prefill_step_samples_on_a_cpu(lora_engine, shape, tokenizer):
+    """128 rows of 40 prompt tokens: more than vLLM's default 4,096 tokens per step, which would split a prefill
+    over steps (a seeded CPU generator cannot rewind for that)."""
+    rows = [{"subreddit": "test", "title": f"post {i}", "post": "many more words here " * 3} for i in range(64)]
+    prompts = D.encode_prompts(tokenizer, rows, 40)
+    policy = _policy(shape, 4, LORA)
+    samples = _sample(lora_engine, policy, prompts, tokenizer)
+    assert samples[2].shape == (128, LENGTH)
+    assert (lora_engine.sampled_logprobs * samples[3] - _trainer_logprobs(policy, samples)).abs().max() < 1e-4
