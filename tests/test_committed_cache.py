@@ -16,6 +16,7 @@ RENDER_RULES = {
     "search_table",
     "bandit_report",
     "figure2",
+    "generation_table",
     "figure5",
     "figure6",
     "curves",
@@ -38,6 +39,7 @@ def test_committed_cache_renders_every_table_and_figure_without_training(rendere
     assert set(re.findall(r"(?m)^(?:local)?rule (\w+):", dry_run)) <= RENDER_RULES
     for name in ("fig2", "fig5", "fig6", "fig7", "bandit"):
         assert (rendered_cache / "figures" / f"{name}.png").stat().st_size > 10_000
+    assert "vllm / hf tokens/s" in (rendered_cache / "tables" / "generation.md").read_text()
     # Every Table 1 number is the mean of the cached eval.json files it names.
     table = pd.read_csv(rendered_cache / "tables" / "table1.csv").set_index("algorithm")
     rebel = [
