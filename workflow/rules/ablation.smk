@@ -14,7 +14,8 @@ use rule train as ablation_train with:
         run=f"{ABLATION}/eta{{eta}}/seed{{seed}}/run.json",
     params:
         settings=lambda wc: fingerprint([policy_settings(config, "rebel")["policy"],
-                                         config["algorithm_params"].get("rebel", {}) | {"eta": float(wc.eta)}]),
+                                         config["algorithm_params"].get("rebel", {}) | {"eta": float(wc.eta)},
+                                         config["runtime"]["generation_backend"]]),
         algorithm="rebel",
         point=lambda wc: f" --algorithm-param eta={wc.eta}",
     log:

@@ -13,7 +13,8 @@ use rule train as search_train with:
     params:
         # The grid point replaces the learning rate, so neither policy.lr nor policy_overrides enter.
         settings=lambda wc: fingerprint([{k: v for k, v in config["policy"].items() if k != "lr"},
-                                         config["algorithm_params"].get(wc.algorithm, {})]),
+                                         config["algorithm_params"].get(wc.algorithm, {}),
+                                         config["runtime"]["generation_backend"]]),
         seed=config["search"]["seed"],
         point=lambda wc: f" --lr {wc.lr}",
     log:
@@ -29,7 +30,8 @@ use rule train as search_kl_train with:
     params:
         # One online algorithm at one grid kl_coef γ (Eq. 22) and its configured learning rate.
         settings=lambda wc: fingerprint([{k: v for k, v in policy_settings(config, wc.algorithm)["policy"].items()
-                                          if k != "kl_coef"}, config["algorithm_params"].get(wc.algorithm, {})]),
+                                          if k != "kl_coef"}, config["algorithm_params"].get(wc.algorithm, {}),
+                                         config["runtime"]["generation_backend"]]),
         seed=config["search"]["seed"],
         point=lambda wc: f" --kl-coef {wc.kl}",
     log:
