@@ -83,8 +83,9 @@ def test_every_evaluation_uses_the_run_s_judge_cache(tmp_path):
 def test_each_job_kind_has_one_rule_body():
     """The search and ablation runs are the train and evaluate rules derived with `use rule ... with:`."""
     text = "\n".join(path.read_text() for path in sorted(RULES.glob("*.smk")))
-    for stage in ("train", "evaluate", "ceiling", "sft", "reward-model", "table1", "table6", "search-table"):
+    for stage in ("evaluate", "ceiling", "sft", "reward-model", "table1", "table6", "search-table"):
         assert text.count(f'stage("{stage}")') == 1, stage
+    assert text.count("cmd=TRAIN_STAGE") == 1  # train: python -m rebel train under runtime.processes' launcher
     derived = set(re.findall(r"^use rule (\w+) as (\w+) with:", text, re.MULTILINE))
     assert derived == {
         ("train", "search_train"),
