@@ -69,6 +69,33 @@ def snakemake(workdir, *args, config=SMOKE, check=True):
     return result
 
 
+def train_command(workdir, out, algorithm="rebel", config=SMOKE):
+    """``python -m rebel train`` for seed 1 on the smoke pipeline's data and models in ``workdir``."""
+    import sys
+
+    run = workdir / "results" / "smoke"
+    return [
+        sys.executable,
+        "-m",
+        "rebel",
+        "train",
+        "--config",
+        str(config),
+        "--data",
+        str(run / "data"),
+        "--sft",
+        str(run / "sft" / "model.json"),
+        "--rm",
+        str(run / "rm" / "model.json"),
+        "--algorithm",
+        algorithm,
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The whole smoke pipeline, once per test session (about a minute on two cores)."""

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import SMOKE
+from conftest import train_command as _train
 from safetensors.torch import load_file
 
 from eval.tables import check_identical_prompts
@@ -31,30 +32,6 @@ def test_prompt_schedule_depends_only_on_seed_and_sizes():
     assert sorted(a.reshape(-1)[:100].tolist()) == list(range(100))
     # A shorter run sees a prefix of the same order.
     np.testing.assert_array_equal(prompt_schedule(100, 16, 5, seed=3), a[:5])
-
-
-def _train(workdir, out, algorithm="rebel", config=SMOKE):
-    run = workdir / "results" / "smoke"
-    return [
-        sys.executable,
-        "-m",
-        "rebel",
-        "train",
-        "--config",
-        str(config),
-        "--data",
-        str(run / "data"),
-        "--sft",
-        str(run / "sft" / "model.json"),
-        "--rm",
-        str(run / "rm" / "model.json"),
-        "--algorithm",
-        algorithm,
-        "--seed",
-        "1",
-        "--out",
-        str(out),
-    ]
 
 
 def _smoke_variant(tmp_path, name, change):

@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
-from conftest import snakemake
+from conftest import snakemake, train_command
 from safetensors.torch import load_file
 
 pytest.importorskip("vllm")
@@ -31,31 +30,11 @@ def vllm_smoke(tmp_path_factory):
 
 def _train(workdir, out, backend):
     """The train stage on the pipeline's data and models, with its effective config but ``backend``."""
-    run = workdir / "results" / "smoke"
-    settings = yaml.safe_load((run / "config.yaml").read_text())
+    settings = yaml.safe_load((workdir / "results" / "smoke" / "config.yaml").read_text())
     settings["runtime"]["generation_backend"] = backend
     config = out.parent / f"{backend}.yaml"
     config.write_text(yaml.safe_dump(settings))
-    return [
-        sys.executable,
-        "-m",
-        "rebel",
-        "train",
-        "--config",
-        str(config),
-        "--data",
-        str(run / "data"),
-        "--sft",
-        str(run / "sft" / "model.json"),
-        "--rm",
-        str(run / "rm" / "model.json"),
-        "--algorithm",
-        "rebel",
-        "--seed",
-        "1",
-        "--out",
-        str(out),
-    ]
+    return train_command(workdir, out, config=config)
 
 
 def _rows(path):
