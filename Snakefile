@@ -9,6 +9,7 @@
     snakemake --cores all tables/table6.csv figures/fig5.png figures/fig6.png   # η ablation, Figures 5 and 6
     snakemake --cores all render --config render_from=cache          # every table and figure from the cache
     snakemake --cores all tables/reproducibility.csv                 # Table 1 again under a second CPU kernel path
+    snakemake --cores all tables/backends.csv                        # REBEL again with vLLM generation (make setup-vllm)
     snakemake --cores all figures/curves.png                         # learning curves (IQM, 95% CIs, ceiling)
 """
 
@@ -34,11 +35,12 @@ include: "workflow/rules/bandit.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/reproducibility.smk"
+include: "workflow/rules/backends.smk"
 
 # Tables and figures from small result files: seconds of CPU, run where Snakemake runs (a cluster's login node)
 # instead of being submitted as cluster jobs.
 localrules: table1, table6, search_table, table2, figure2, generation_table, figure5, figure6, curves, render, \
-    bandit_report, reproducibility
+    bandit_report, reproducibility, backends
 
 
 rule all:

@@ -1,8 +1,9 @@
-"""Cross-kernel-path reproducibility of Table 1: the same config run under two CPU kernel paths.
+"""Table 1 run twice, compared within seed noise: under two CPU kernel paths, or two generation backends.
 
-Two runs that differ only in ``runtime.cpu_kernels`` (rebel/kernels.py) give different bits, so
-their Table 1 numbers differ; the claim checked here is that they differ by no more than seed
-noise. For every algorithm and metric, the means over seeds of the two runs are compared by the
+Two runs that differ only in ``runtime.cpu_kernels`` (rebel/kernels.py), or only in
+``runtime.generation_backend`` (hf or vllm), give different bits, so their Table 1 numbers differ;
+the claim checked here is that they differ by no more than seed noise. For every algorithm and
+metric, the means over seeds of the two runs are compared by the
 Welch-style standard error of the difference of two means,
 
     diff = mean_b - mean_a,   se = sqrt(var_a / n_a + var_b / n_b),   z = diff / se,
@@ -114,8 +115,18 @@ def _capabilities(evals: dict[tuple[str, int], dict[str, Any]]) -> str:
     return f" ({', '.join(found)})" if found else ""
 
 
+SUBJECTS = {"kernels": "Reproducibility across CPU kernel paths", "backends": "Generation backends"}
+"""What the two runs differ in (``runtime.cpu_kernels`` or ``runtime.generation_backend``): the table's title."""
+
+
 def markdown(
-    cfg: dict[str, Any], df: pd.DataFrame, label_a: str, label_b: str, capability_a: str = "", capability_b: str = ""
+    cfg: dict[str, Any],
+    df: pd.DataFrame,
+    label_a: str,
+    label_b: str,
+    capability_a: str = "",
+    capability_b: str = "",
+    subject: str = "kernels",
 ) -> str:
     """The comparison as a Markdown table, after a sentence saying what was compared and how many rows agree."""
 
@@ -123,7 +134,7 @@ def markdown(
         return "" if pd.isna(value) else f"{value:.{digits}f}"
 
     lines = [
-        f"Reproducibility across CPU kernel paths, config '{cfg['name']}' (model {cfg['model_size']}): Table 1 "
+        f"{SUBJECTS[subject]}, config '{cfg['name']}' (model {cfg['model_size']}): Table 1 "
         f"run under `{label_a}`{capability_a} and again under `{label_b}`{capability_b}, "
         f"{len(cfg['seeds'])} seeds {cfg['seeds']}. {int(df.agree.sum())} of {len(df)} algorithm × metric rows "
         f"agree within {Z_LIMIT:g} standard errors of the difference of the means (se = sqrt(s_a²/n_a + "
@@ -156,16 +167,25 @@ def markdown(
 
 
 def write_reproducibility(
-    cfg: dict[str, Any], results_a: Path, results_b: Path, label_a: str, label_b: str, csv: Path, md: Path
+    cfg: dict[str, Any],
+    results_a: Path,
+    results_b: Path,
+    label_a: str,
+    label_b: str,
+    csv: Path,
+    md: Path,
+    algorithms: list[str] | None = None,
+    subject: str = "kernels",
 ) -> pd.DataFrame:
-    """Compare the Table 1 runs under ``results_a`` and ``results_b`` (each a ``results/<name>`` folder) and
-    write the CSV and Markdown tables; disagreement is reported in them, not raised."""
-    algorithms = ["sft", *cfg["algorithms"]]
+    """Compare the Table 1 runs under ``results_a`` and ``results_b`` (each a ``results/<name>`` folder), for
+    the SFT policy and ``algorithms`` (default: the config's), and write the CSV and Markdown tables;
+    disagreement is reported in them, not raised. ``subject`` (:data:`SUBJECTS`) names what the runs differ in."""
+    algorithms = ["sft", *(cfg["algorithms"] if algorithms is None else algorithms)]
     a = read_evals(results_a, algorithms, cfg["seeds"])
     b = read_evals(results_b, algorithms, cfg["seeds"])
     df = compare(a, b)
     csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(csv, index=False, float_format="%.6g")
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(markdown(cfg, df, label_a, label_b, _capabilities(a), _capabilities(b)))
+    md.write_text(markdown(cfg, df, label_a, label_b, _capabilities(a), _capabilities(b), subject))
     return df

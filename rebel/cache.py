@@ -37,6 +37,7 @@ RENDER_FILES = (
     "*/search/*/lr*/eval.json",
     "*/search/*/kl*/eval.json",
     "reproducibility/*/results/*/*/seed*/eval.json",
+    "backends/*/results/*/*/seed*/eval.json",
     "bandit/*/seed*.jsonl",
     "benchmark/**/*.json",
     "benchmark/**/*.csv",

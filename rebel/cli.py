@@ -31,7 +31,8 @@
     python -m rebel table2       --config C --results results/N --csv tables/table2.csv --md tables/table2.md \
                                  --mt-bench-csv tables/mt_bench.csv --png figures/fig7.png
     python -m rebel reproducibility --config C --results-a results/N --results-b DIR/results/N --label-a portable \
-                                 --label-b scalar --csv tables/reproducibility.csv --md tables/reproducibility.md
+                                 --label-b scalar --csv tables/reproducibility.csv --md tables/reproducibility.md \
+                                 [--subject backends --algorithms rebel]
 """
 
 from __future__ import annotations
@@ -135,8 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     stage("leaderboard", "data", "policy", "out")
     stage("table6", "results", "csv", "md")
     p = stage("reproducibility", "results-a", "results-b", "csv", "md")
-    p.add_argument("--label-a", required=True, help="kernel path of --results-a (e.g. portable)")
-    p.add_argument("--label-b", required=True, help="kernel path of --results-b (e.g. scalar)")
+    p.add_argument("--label-a", required=True, help="kernel path or generation backend of --results-a (e.g. portable)")
+    p.add_argument("--label-b", required=True, help="kernel path or generation backend of --results-b (e.g. scalar)")
+    p.add_argument("--subject", choices=["kernels", "backends"], default="kernels", help="what the two runs differ in")
+    p.add_argument("--algorithms", nargs="+", default=None, help="compared with SFT (default: the config's)")
     for name in ("figure5", "figure6"):
         stage(name, "results", "png").add_argument("--algorithms", nargs="+", required=True)
     stage("curves", "results", "png", "csv").add_argument("--algorithms", nargs="+", required=True)
@@ -320,7 +323,8 @@ def _table6(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
 def _reproducibility(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     from eval.reproducibility import write_reproducibility
 
-    write_reproducibility(cfg, args.results_a, args.results_b, args.label_a, args.label_b, args.csv, args.md)
+    runs = args.results_a, args.results_b, args.label_a, args.label_b
+    write_reproducibility(cfg, *runs, args.csv, args.md, args.algorithms, args.subject)
 
 
 def _figure(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:

@@ -21,6 +21,7 @@ RENDER_RULES = {
     "figure6",
     "curves",
     "reproducibility",
+    "backends",
     "render",
 }
 

@@ -1,4 +1,5 @@
-"""The cross-kernel-path check: the statistic on hand-computed numbers, and the pipeline on the smoke config."""
+"""The cross-kernel-path check: the statistic on hand-computed numbers, and the pipeline on the smoke config; the
+generation-backend check's parse-time errors and plan (its run: tests/test_vllm_pipeline.py)."""
 
 import json
 import math
@@ -7,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMOKE, snakemake
+from conftest import REPO, SMOKE, snakemake
 
 from eval.reproducibility import compare, write_reproducibility
 from rebel.errors import HarnessError
@@ -91,6 +92,23 @@ def test_equal_kernel_paths_fail_at_parse_time(tmp_path):
     )
     assert result.returncode != 0
     assert "config error: config: key 'reproducibility.kernels': 'portable' is runtime.cpu_kernels" in result.stderr
+
+
+def test_the_backend_check_needs_the_other_backend_and_known_algorithms(tmp_path):
+    same = snakemake(tmp_path, "-n", "tables/backends.csv", "--config", "backends={compare: hf}", check=False)
+    assert same.returncode != 0
+    assert "config error: config: key 'backends.compare': 'hf' is runtime.generation_backend" in same.stderr
+    unknown = snakemake(tmp_path, "-n", "tables/backends.csv", "--config", "backends={algorithms: [x]}", check=False)
+    assert unknown.returncode != 0
+    assert "config error: config: key 'backends.algorithms': ['x'] are not among this config's" in unknown.stderr
+
+
+def test_the_backend_check_plans_a_second_run_with_the_other_backend_in_its_venv(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", "tables/backends.csv")
+    lines = (result.stdout + result.stderr).splitlines()
+    command = next(line for line in lines if "--directory results/backends/vllm" in line)
+    assert f"PATH={REPO / '.venv-vllm'}/bin:$PATH snakemake results/smoke/sft/seed1/eval.json " in command
+    assert "runtime='{generation_backend: vllm}' backends='{compare: hf}'" in command
 
 
 @pytest.mark.slow

