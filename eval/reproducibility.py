@@ -8,8 +8,10 @@ Welch-style standard error of the difference of two means,
 
     diff = mean_b - mean_a,   se = sqrt(var_a / n_a + var_b / n_b),   z = diff / se,
 
-with ``var`` the variance over seeds (ddof=1); a row *agrees* when ``|z| <= 3`` (or when both
-runs gave the same value for every seed). Every number is read from the runs' ``eval.json``.
+with ``var`` the variance over seeds (ddof=1); a row *agrees* when ``|z| <= 3``, or when both
+runs gave the same value for every seed up to float32 rounding (:data:`ROUNDING`): a metric with no
+spread over seeds (the SFT policy's RM score) can differ in its last bit between kernel paths, which
+would otherwise be infinitely many standard errors. Every number is read from the runs' ``eval.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from rebel.errors import HarnessError
 
 METRICS = ("winrate", "gold_quality", "rm_score", "kl")
 Z_LIMIT = 3.0
+ROUNDING = 1e-6
+"""Relative tolerance of "the same value up to float32 rounding" (float32's machine epsilon is 1.2e-7)."""
 COLUMNS = ["algorithm", "metric", "n_a", "n_b", "mean_a", "mean_b", "diff", "se", "z", "agree", "identical"]
 
 
@@ -57,8 +61,8 @@ def compare(
 ) -> pd.DataFrame:
     """One row per (algorithm, metric), algorithms in ``a``'s order: seeds, means, ``diff = mean_b - mean_a``,
     the Welch-style standard error ``se = sqrt(var_a/n_a + var_b/n_b)`` of the difference (variances over
-    seeds, ddof=1), ``z = diff / se``, ``agree`` (``|z| <= 3``, or ``identical``) and ``identical``
-    (the same seeds on both sides, each with the same value).
+    seeds, ddof=1), ``z = diff / se``, ``agree`` (``|z| <= 3``, or equal per seed up to :data:`ROUNDING`) and
+    ``identical`` (the same seeds on both sides, each with the same value).
 
     ``a`` and ``b`` map ``(algorithm, seed)`` to an ``eval.json`` record. With fewer than 2 seeds on a
     side ``se`` and ``z`` are NaN and a row agrees only when identical. A metric absent from every
@@ -79,6 +83,7 @@ def compare(
             se = math.sqrt(sa.var(ddof=1) / n_a + sb.var(ddof=1) / n_b) if min(n_a, n_b) >= 2 else math.nan
             z = _z(diff, se, n_a, n_b)
             identical = va == vb
+            rounded = va.keys() == vb.keys() and all(math.isclose(va[k], vb[k], rel_tol=ROUNDING) for k in va)
             rows.append(
                 {
                     "algorithm": algorithm,
@@ -90,7 +95,7 @@ def compare(
                     "diff": diff,
                     "se": se,
                     "z": z,
-                    "agree": identical or bool(abs(z) <= Z_LIMIT),
+                    "agree": rounded or bool(abs(z) <= Z_LIMIT),
                     "identical": identical,
                 }
             )

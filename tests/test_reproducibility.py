@@ -44,6 +44,12 @@ def test_identical_runs_and_zero_spread():
     # No spread on either side but different means: infinitely many standard errors apart.
     r = row(compare(evals({"sft": [1.0, 1.0]}), evals({"sft": [2.0, 2.0]})), "sft")
     assert r.se == 0 and r.z == math.inf and not r.agree
+    # ... unless they differ by float32 rounding only (the SFT RM score measured under portable and native).
+    portable, native = -0.5848588347434998, -0.5848588943481445
+    r = row(compare(evals({"sft": [portable, portable]}), evals({"sft": [native, native]})), "sft")
+    assert r.z == -math.inf and r.agree and not r.identical
+    r = row(compare(evals({"sft": [portable, portable]}), evals({"sft": [native * (1 + 1e-5)] * 2})), "sft")
+    assert not r.agree
 
 
 def test_one_seed_gives_no_z_and_agrees_only_when_identical():
