@@ -1,10 +1,7 @@
-# The generation-backend check: Table 1's rows of backends.algorithms run again with runtime.generation_backend =
-# backends.compare (hf <-> vllm), their means compared with this run's within seed noise (eval/reproducibility.py).
+# The generation-backend check: Table 1's rows of backends.algorithms run again with the other generation backend
+# (hf <-> vllm), their means compared with this run's within seed noise (eval/reproducibility.py).
 BACKEND_A = config["runtime"]["generation_backend"]
-BACKEND_B = config["backends"]["compare"]
-if BACKEND_A == BACKEND_B:
-    sys.exit(f"config error: config: key 'backends.compare': '{BACKEND_B}' is runtime.generation_backend; "
-             "the check needs the other backend (hf or vllm)")
+BACKEND_B = {"hf": "vllm", "vllm": "hf"}[BACKEND_A]
 if unknown := [a for a in config["backends"]["algorithms"] if a not in config["algorithms"]]:
     sys.exit(f"config error: config: key 'backends.algorithms': {unknown} are not among this config's algorithms "
              f"{config['algorithms']}")
@@ -18,7 +15,7 @@ BACKEND_PATH = f"PATH={BACKEND_VENV}/bin:$PATH " if BACKEND_VENV else ""
 
 
 rule backends_run:
-    """The SFT and backends.algorithms rows of Table 1 evaluated again, every stage with backends.compare."""
+    """The SFT and backends.algorithms rows of Table 1 evaluated again, every stage with the other backend."""
     output:
         evaluations=expand(f"{BACKEND_DIR}/{RUN}/{{algorithm}}/seed{{seed}}/eval.json", algorithm=BACKEND_ALGORITHMS,
                            seed=config["seeds"]),
@@ -30,8 +27,7 @@ rule backends_run:
         configfile=os.path.abspath(CONFIG_FILE),
         settings=fingerprint(config),
         path=BACKEND_PATH,
-        # The second run's own check names this run's backend (the two must differ there too).
-        overrides=f"runtime='{{generation_backend: {BACKEND_B}}}' backends='{{compare: {BACKEND_A}}}' render_from=",
+        overrides=f"runtime='{{generation_backend: {BACKEND_B}}}' render_from=",
     threads: workflow.cores
     resources:
         **HEAVY,
