@@ -65,8 +65,8 @@ def compare(
     ``identical`` (the same seeds on both sides, each with the same value).
 
     ``a`` and ``b`` map ``(algorithm, seed)`` to an ``eval.json`` record. With fewer than 2 seeds on a
-    side ``se`` and ``z`` are NaN and a row agrees only when identical. A metric absent from every
-    record (``gold_quality`` off the synthetic task) is skipped; one absent from some records only
+    side ``se`` and ``z`` are NaN and a row agrees only when equal per seed up to :data:`ROUNDING`. A metric
+    absent from every record (``gold_quality`` off the synthetic task) is skipped; one absent from some records only
     raises :class:`HarnessError`.
     """
     algorithms = list(dict.fromkeys(algo for algo, _ in a))
