@@ -11,6 +11,7 @@
     snakemake --cores all tables/reproducibility.csv                 # Table 1 again under a second CPU kernel path
     snakemake --cores all tables/backends.csv                        # REBEL again with vLLM generation (make setup-vllm)
     snakemake --cores all figures/curves.png                         # learning curves (IQM, 95% CIs, ceiling)
+    snakemake --cores all figures/fig3.png figures/fig4.png          # image generation (image_config; tables/image.csv)
 """
 
 from snakemake.utils import min_version
@@ -36,11 +37,12 @@ include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/reproducibility.smk"
 include: "workflow/rules/backends.smk"
+include: "workflow/rules/image.smk"
 
 # Tables and figures from small result files: seconds of CPU, run where Snakemake runs (a cluster's login node)
 # instead of being submitted as cluster jobs.
 localrules: table1, table6, search_table, table2, figure2, generation_table, figure5, figure6, curves, render, \
-    bandit_report, reproducibility, backends
+    bandit_report, reproducibility, backends, image_report
 
 
 rule all:

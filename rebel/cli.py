@@ -33,6 +33,15 @@
     python -m rebel reproducibility --config C --results-a results/N --results-b DIR/results/N --label-a portable \
                                  --label-b scalar --csv tables/reproducibility.csv --md tables/reproducibility.md \
                                  [--subject backends --algorithms rebel]
+
+The image setting (paper §5.3) reads its own config (workflow/configs/image/, schema image.schema.yaml):
+
+    python -m rebel image-data     --config I --out results/N/data
+    python -m rebel image-pretrain --config I --data results/N/data --out results/N/lcm
+    python -m rebel image-train    --config I --data D --lcm results/N/lcm/model.json --algorithm rebel --seed 1 \
+                                   --out results/N/rebel/seed1
+    python -m rebel image-report   --config I --results results/N --csv tables/image.csv --md tables/image.md \
+                                   --fig3 figures/fig3.png --fig4 figures/fig4.png
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rebel.config import load_config
+from rebel.config import load_config, load_image_config
 from rebel.errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
@@ -170,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: generation tokens/s of --backends on the shape's rollout (OUT/generation.json)",
     )
     p.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
+    stage("image-data", "out")
+    stage("image-pretrain", "data", "out")
+    p = stage("image-train", "data", "lcm", "out")
+    p.add_argument("--algorithm", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    stage("image-report", "results", "csv", "md", "fig3", "fig4")
     stage("figure2", "png", "csv", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
     stage("generation-table", "md").add_argument("--benchmarks", type=Path, nargs="+", required=True)
     return parser
@@ -180,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("eval").setLevel(logging.INFO)  # judge calls, tokens and cost
     try:
-        cfg = load_config(args.config)
+        if args.stage.startswith("image-"):
+            if args.config is None:
+                raise ConfigError("--config: an image stage needs an image config (workflow/configs/image/)")
+            cfg = load_image_config(args.config)
+        else:
+            cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -436,6 +456,66 @@ def _table1(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
 
 Handler = Callable[[argparse.Namespace, dict, "torch.device"], None]
 
+
+def _image_data(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from rebel.data import write_jsonl
+    from rebel.synthetic_images import embedded_prompts
+
+    prompts = embedded_prompts() if cfg["data"]["prompts"] == "embedded" else cfg["data"]["prompts"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(args.out / "prompts.jsonl", [{"id": f"p{i:03d}", "prompt": p} for i, p in enumerate(prompts)])
+
+
+def _image_pretrain(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    import torch
+
+    from rebel.data import read_jsonl
+    from rebel.image_pretrain import pretrain_lcm
+
+    ref = cfg["model"]["pretrained"]
+    if ref is not None:  # a published pipeline: the reference alone (a local path made absolute)
+        from rebel.models import write_model_ref
+
+        write_model_ref(args.out / "model.json", {"path": str(Path(ref["path"]).resolve())} if "path" in ref else ref)
+        return
+    torch.set_num_threads(cfg["pretrain"]["threads"])
+    pretrain_lcm(cfg, [r["prompt"] for r in read_jsonl(args.data / "prompts.jsonl")], args.out)
+
+
+def _image_train(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.image_eval import ImageCurveEvaluator, ImageEvaluator
+    from rebel.algorithms import build_algorithm
+    from rebel.config import policy_settings
+    from rebel.data import read_jsonl
+    from rebel.loop import train_online
+    from rebel.models import read_model_ref
+
+    # A curve point every eval.curve.every_reward_queries queries, in this algorithm's iterations.
+    pol = policy_settings(cfg, args.algorithm)["policy"]
+    per_iteration = pol["prompts_per_iteration"] * build_algorithm(args.algorithm, cfg).samples_per_prompt
+    every = cfg["eval"]["curve"]["every_reward_queries"]
+    if every % per_iteration:
+        raise ConfigError(
+            f"key 'eval.curve.every_reward_queries': {every} is not a multiple of {args.algorithm}'s "
+            f"{per_iteration} reward queries per iteration"
+        )
+    cfg = cfg | {"eval": cfg["eval"] | {"curve": {"every": every // per_iteration}}}
+    prompts = [r["prompt"] for r in read_jsonl(args.data / "prompts.jsonl")]
+    evaluator = ImageEvaluator(cfg, read_model_ref(args.lcm), prompts, device)
+    curve = ImageCurveEvaluator(evaluator, min(cfg["figure4"]["prompts"], len(prompts)))
+    train_online(
+        cfg, args.algorithm, args.seed, data_dir=args.data, sft_ref=args.lcm, rm_ref=None, out=args.out, curve=curve
+    )
+
+
+def _image_report(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.image_report import figure3, figure4, image_table
+
+    image_table(cfg, args.results, args.csv, args.md)
+    figure3(cfg, args.results, args.fig3)
+    figure4(cfg, args.results, args.fig4)
+
+
 STAGES: dict[str, Handler] = {
     "data": _data,
     "sft": _sft,
@@ -461,6 +541,10 @@ STAGES: dict[str, Handler] = {
     "chat-eval": _chat_eval,
     "table2": _table2,
     "table1": _table1,
+    "image-data": _image_data,
+    "image-pretrain": _image_pretrain,
+    "image-train": _image_train,
+    "image-report": _image_report,
 }
 """The dispatch table: stage name (as on the command line, :func:`_parser`) -> its handler, called
 with the parsed arguments, the validated config and the resolved device."""

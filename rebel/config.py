@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from rebel.errors import ConfigError
-from rebel.paths import CONFIG_DIR, DEFAULT_CONFIG, SCHEMA_PATH
+from rebel.paths import CONFIG_DIR, DEFAULT_CONFIG, IMAGE_SCHEMA_PATH, SCHEMA_PATH
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -264,3 +264,60 @@ def dump_config(config: dict[str, Any], path: Path) -> None:
 def fingerprint(obj: Any) -> str:
     """Stable JSON text of a config section (used as a Snakemake param to trigger reruns)."""
     return json.dumps(obj, sort_keys=True)
+
+
+def validate_image(config: dict[str, Any], source: str = "image config", *, resolve: bool = True) -> dict[str, Any]:
+    """Check an image-setting config (paper §5.3; ``workflow/schemas/image.schema.yaml``) and its algorithms;
+    return it unchanged. With ``resolve`` (not at the Snakefile's parse) the algorithms are built, and each
+    must have an image form of its rollout source (:meth:`rebel.sources.RolloutSource.for_setting`)."""
+    found = _non_finite(config)
+    if found is not None:
+        raise ConfigError(f"{source}: key '{'.'.join(map(str, found[0]))}': expected a finite number, got {found[1]}")
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(IMAGE_SCHEMA_PATH.read_text()))
+    errors = list(validator.iter_errors(config))
+    if errors:
+        raise ConfigError(f"{source}: {_describe(max(errors, key=jsonschema.exceptions.relevance))}")
+    if (config["model"]["pretrained"] is None) != (config["pretrain"] is not None) or (
+        config["model"]["pretrained"] is None and config["model"]["scratch"] is None
+    ):
+        raise ConfigError(
+            f"{source}: key 'model.pretrained': null needs model.scratch and pretrain (the pipeline is built and "
+            "pre-trained here); a pretrained pipeline needs pretrain: null"
+        )
+    for section in ("algorithm_params", "policy_overrides"):
+        for name in config[section]:
+            if name not in config["algorithms"]:
+                raise ConfigError(f"{source}: key '{section}.{name}' names an algorithm not in 'algorithms'")
+    for name in config["figure4"]["algorithms"]:
+        if name not in config["algorithms"]:
+            raise ConfigError(f"{source}: key 'figure4.algorithms': '{name}' is not in 'algorithms'")
+    norm = config["reward_normalization"]
+    if norm["min_count"] > norm["buffer_size"]:
+        raise ConfigError(
+            f"{source}: key 'reward_normalization.min_count': more than buffer_size ({norm['buffer_size']})"
+        )
+    for name in config["algorithms"]:
+        pol = policy_settings(config, name)["policy"]
+        if pol["minibatch_prompts"] > pol["prompts_per_iteration"]:
+            raise ConfigError(
+                f"{source}: key 'policy_overrides.{name}.minibatch_prompts': {pol['minibatch_prompts']} is more than "
+                f"its prompts_per_iteration ({pol['prompts_per_iteration']})"
+            )
+    if resolve:
+        from rebel.algorithms import AlgorithmNotFound, build_algorithm
+
+        for name in config["algorithms"]:
+            try:
+                build_algorithm(name, config).source.for_setting("image")
+            except AlgorithmNotFound as exc:
+                raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: key 'algorithms': '{name}': {exc}") from None
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{source}: key 'algorithm_params.{name}': {exc}") from None
+    return config
+
+
+def load_image_config(path: str | Path) -> dict[str, Any]:
+    """Load an image-setting config file (``extends`` resolved) and validate it (:func:`validate_image`)."""
+    return validate_image(read_config_file(path), str(path))

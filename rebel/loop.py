@@ -38,10 +38,9 @@ from rebel.algorithms import Algorithm, build_algorithm
 from rebel.config import policy_settings
 from rebel.distributed import global_sum
 from rebel.errors import ConfigError, HarnessError
-from rebel.generation import make_backend
 from rebel.profiling import peak_rss_mib, phase, profile_summary
 from rebel.rollout import Rollout
-from rebel.sources import PreferenceOracle, RolloutSource, SampleMonitor
+from rebel.sources import PreferenceOracle, RolloutSource, SampleMonitor, token_logprobs
 
 CurveEvaluator = Callable[[torch.nn.Module], dict[str, Any]]
 """Evaluates the current policy for a learning-curve point (eval.evaluate.CurveEvaluator)."""
@@ -79,6 +78,7 @@ def update(
     cfg: dict[str, Any],
     generator: torch.Generator,
     critic: torch.nn.Module | None = None,
+    source: RolloutSource | None = None,
 ) -> dict[str, float]:
     """Step 4: the algorithm's loss over ``epochs_per_iteration`` passes of prompt minibatches.
 
@@ -92,10 +92,14 @@ def update(
     (summed over processes), so that ``Rollout.token_mean`` gives exactly the single-process
     token mean over the global minibatch, whatever the shards' response lengths.
     ``critic`` (a :class:`rebel.models.TokenValueModel`, as prepared) is called through its
-    forward, so that DDP all-reduces its gradients.
+    forward, so that DDP all-reduces its gradients. ``source`` (the run's) computes the log-probs
+    (:meth:`rebel.sources.RolloutSource.logprobs`; default: a text rollout's per-token log-probs). With
+    ``policy.max_grad_norm`` set, each step's gradient is clipped to that norm first.
     """
     pol = cfg["policy"]
-    temperature = algorithm.source.logprob_temperature(cfg)
+    temperature = (source or algorithm.source).logprob_temperature(cfg)
+    logprobs_of = token_logprobs if source is None else source.logprobs
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     minibatch = pol["minibatch_prompts"] // accelerator.num_processes
     micro = cfg["runtime"]["update_micro_batch_prompts"] or minibatch
     policy.train()
@@ -112,9 +116,7 @@ def update(
             for part in index.split(micro):
                 share = len(part) / len(index)
                 batch = rollout.select_prompts(part).with_token_normalizer(share * tokens / accelerator.num_processes)
-                logprobs = M.response_logprobs(
-                    policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature
-                )
+                logprobs = logprobs_of(policy, batch, temperature)
                 values = (
                     None
                     if critic is None
@@ -124,6 +126,8 @@ def update(
                 accelerator.backward(loss * share)
                 for key, value in {"loss": loss.detach(), **extra}.items():
                     step_stats[key] = step_stats.get(key, 0.0) + float(value) * share
+            if pol.get("max_grad_norm") is not None:
+                step_stats["grad_norm"] = float(accelerator.clip_grad_norm_(params, pol["max_grad_norm"]))
             for key, value in step_stats.items():
                 stats.setdefault(key, []).append(value)
             optimizer.step()
@@ -172,19 +176,30 @@ def build_run(
     load_reward_model: Callable[[], torch.nn.Module],
     backend,
     preference: PreferenceOracle | None = None,
+    source: type[RolloutSource] | None = None,
+    policy_ref: dict[str, Any] | None = None,
 ) -> Run:
-    """The policy (LoRA-adapted under ``policy.lora``), π_0, the algorithm's rollout source with the
-    models it needs (the reward model, or the ``preference`` oracle) and its declared critic, from the
-    given constructors, with AdamW and the schedule over ``iterations`` iterations."""
+    """The policy (LoRA-adapted under ``policy.lora``), π_0, the rollout source (``source``, default the
+    algorithm's) with the models it needs (the reward model, or the ``preference`` oracle; ``policy_ref``: the
+    policy's model reference) and the algorithm's declared critic, from the given constructors, with AdamW
+    and the schedule over ``iterations`` iterations."""
     pol, device = cfg["policy"], accelerator.device
+    source_cls = source or algorithm.source
     policy = load_policy()
     if pol["lora"] is not None:
-        policy = M.add_lora(policy, pol["lora"])
+        policy = source_cls.add_lora(policy, pol["lora"])
         reference = M.Reference(policy, None)
     else:
         reference = M.Reference(policy, load_policy().to(device))
-    source = algorithm.source.load(
-        cfg, algorithm, reference, device, backend=backend, load_reward_model=load_reward_model, preference=preference
+    source = source_cls.load(
+        cfg,
+        algorithm,
+        reference,
+        device,
+        backend=backend,
+        load_reward_model=load_reward_model,
+        preference=preference,
+        policy_ref=policy_ref,
     )
     critic = None if algorithm.value_model is None else algorithm.value_model.load(load_reward_model, pol["lora"])
     if not cfg["model"]["dropout"]:
@@ -248,6 +263,7 @@ def run_iteration(
             run.cfg,
             generator,
             run.critic,
+            run.source,
         )
     return rollout, stats, timings
 
@@ -284,26 +300,30 @@ def train_online(
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     _check_sharding(pol, world)
     algorithm = build_algorithm(algorithm_name, cfg)
-    if algorithm.source.needs_preference_oracle and preference is None:
+    # The algorithm's source in the config's setting (text by default; the image setting's trajectories).
+    source_cls = algorithm.source.for_setting(cfg.get("setting", "text"))
+    if source_cls.needs_preference_oracle and preference is None:
         raise HarnessError(
-            f"algorithm '{algorithm_name}' with the {algorithm.source.__name__} source needs a preference oracle "
+            f"algorithm '{algorithm_name}' with the {source_cls.__name__} source needs a preference oracle "
             "(the judge); none is available for this config's eval.judge"
         )
-    tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
-    prompts = D.read_jsonl(data_dir / algorithm.source.data_file)
-    iterations = algorithm.source.iterations(algorithm, pol, len(prompts))
+    sft = M.read_model_ref(sft_ref)
+    tokenizer = source_cls.load_tokenizer(data_dir, sft)
+    prompts = D.read_jsonl(data_dir / source_cls.data_file)
+    iterations = source_cls.iterations(algorithm, pol, len(prompts))
 
     torch.manual_seed(seed)
-    sft = M.read_model_ref(sft_ref)
     run = build_run(
         cfg,
         algorithm,
         iterations,
         accelerator,
-        load_policy=lambda: M.load_policy(sft, dtype),
-        load_reward_model=lambda: M.load_reward_model(M.read_model_ref(rm_ref), dtype),
-        backend=make_backend(cfg, tokenizer.eos_token_id, tokenizer.pad_token_id),
+        load_policy=lambda: source_cls.load_policy(sft, dtype),
+        load_reward_model=lambda: source_cls.load_reward_model(cfg, rm_ref, dtype),
+        backend=source_cls.make_backend(cfg, tokenizer),
         preference=preference,
+        source=source_cls,
+        policy_ref=sft,
     )
     policy, optimizer, scheduler, trainable = run.policy, run.optimizer, run.scheduler, run.trainable
     source = run.source
@@ -345,6 +365,7 @@ def train_online(
             )
         start, counters = meta["iteration"] + 1, counters | meta["counters"]  # counters added since stay 0
         algorithm.load_state_dict(meta["algorithm_state"])
+        source.load_state_dict(meta.get("source_state", {}))
     if accelerator.is_main_process:
         work.mkdir(parents=True, exist_ok=True)
         # Keep the log lines of the iterations the checkpoint holds, drop any after it.
@@ -402,6 +423,7 @@ def train_online(
                         "counters": counters,
                         "prompt_order_sha256": run_info["prompt_order_sha256"],
                         "algorithm_state": algorithm.state_dict(),
+                        "source_state": source.state_dict(),
                     },
                 )
         accelerator.wait_for_everyone()

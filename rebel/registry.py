@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "ppo": "baselines.ppo:PPO",
     "reinforce": "baselines.reinforce:REINFORCE",
     "rloo": "baselines.rloo:RLOO",
+    "clipped_pg": "baselines.clipped_pg:ClippedPG",
 }
 """Built-in algorithm name → ``module:Class``."""
 

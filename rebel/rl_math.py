@@ -140,3 +140,40 @@ def kl_k1(logratio: torch.Tensor) -> tuple[float, float]:
     standard error (sample standard deviation / √n; NaN for a single sample)."""
     se = (logratio.std() / math.sqrt(len(logratio))).item() if len(logratio) > 1 else float("nan")
     return logratio.mean().item(), se
+
+
+class PerPromptStatTracker:
+    """Per-prompt reward normalization with rolling statistics (Black et al. 2023, DDPO; paper H.3.3):
+    each prompt keeps its last ``buffer_size`` rewards; a reward is normalized by its prompt's buffer mean
+    and standard deviation (ddof 0) once the buffer holds ``min_count``, else by the whole batch's, as
+    ``(r − mean) / (std + 1e-6)``. The buffers are the state a resumed run must restore (:meth:`state_dict`).
+    """
+
+    def __init__(self, buffer_size: int, min_count: int) -> None:
+        if not 1 <= min_count <= buffer_size:
+            raise ValueError(f"need 1 <= min_count <= buffer_size, got {min_count} and {buffer_size}")
+        self.buffer_size, self.min_count = buffer_size, min_count
+        self.buffers: dict[str, list[float]] = {}
+
+    def normalize(self, prompts: list[str], rewards: torch.Tensor) -> torch.Tensor:
+        """``[N]`` normalized ``rewards`` of samples of ``prompts`` (one per row), after adding them to the buffers."""
+        values = rewards.double()
+        out = torch.empty_like(values)
+        batch_mean, batch_std = values.mean(), values.std(correction=0)
+        for prompt in dict.fromkeys(prompts):
+            rows = torch.tensor([p == prompt for p in prompts], device=values.device)
+            buffer = (self.buffers.get(prompt, []) + values[rows].tolist())[-self.buffer_size :]
+            self.buffers[prompt] = buffer
+            if len(buffer) < self.min_count:
+                mean, std = batch_mean, batch_std
+            else:
+                held = torch.tensor(buffer, dtype=torch.float64)
+                mean, std = held.mean(), held.std(correction=0)
+            out[rows] = (values[rows] - mean) / (std + 1e-6)
+        return out.to(rewards.dtype)
+
+    def state_dict(self) -> dict[str, list[float]]:
+        return {prompt: list(buffer) for prompt, buffer in self.buffers.items()}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        self.buffers = {prompt: list(buffer) for prompt, buffer in state.items()}

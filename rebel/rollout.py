@@ -36,6 +36,8 @@ class Rollout:
     returns: torch.Tensor | None = None  # [N, R] set by an algorithm's ``prepare``
     engine_logprobs: torch.Tensor | None = None  # [N, R] the generation engine's log π_t of the sampled tokens
     #         (vLLM), a consistency check of ``logprobs``; never trained on
+    trajectory: torch.Tensor | None = None  # [N, S + 1, C, H, W] a diffusion source's latents (rebel.trajectories)
+    context: torch.Tensor | None = None  # [N, L, D] its prompts' text embeddings
     token_normalizer: float | None = None  # set by the loop's ``update`` on each micro-batch: the divisor that
     # makes a per-token sum the token mean over the global minibatch
     # (all processes), ``share · T / processes`` (see :meth:`token_mean`)

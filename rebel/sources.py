@@ -5,10 +5,11 @@ An algorithm declares its source (``Algorithm.source``): samples of π_t scored 
 (:class:`ScoredSamples`, the default), the data set's preference pairs (:class:`PreferencePairs`:
 DPO), or samples of π_t judged against one more sample (:class:`SelfPlay`, appendix D: an
 algorithm's ``self_play`` hyperparameter). The source owns everything that differs between these
-settings, so that the loop has no branch on them and a new setting (say, diffusion trajectories) is a
-new source:
+settings, so that the loop has no branch on them and a new setting is a new source (the image setting's
+diffusion trajectories: :mod:`rebel.trajectories`, chosen by :meth:`RolloutSource.for_setting`):
 
-- before any model is loaded (class attributes and methods): the data file the seeded order draws its
+- before any model is loaded (class attributes and methods): the model classes the loop loads (policy,
+  tokenizer, reward model, LoRA, generation backend), the data file the seeded order draws its
   rows from, the number of iterations, the temperature of every log-prob, the γ of ``run.json``;
 - per run (:meth:`RolloutSource.load`): the models it draws with (the reward model, the judge);
 - per iteration: the rows as tensors (:meth:`~RolloutSource.encode`), the rollout (steps 2–3 of
@@ -23,9 +24,11 @@ where they are used, so that importing an algorithm, which imports this module, 
 
 from __future__ import annotations
 
+import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
@@ -48,6 +51,11 @@ Samples = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
 Chunks = list[tuple[torch.Tensor, ...]]
 
 
+SETTING_FORMS: dict[tuple[str, str], str] = {("ScoredSamples", "image"): "rebel.trajectories:DiffusionTrajectories"}
+"""(source, setting) → ``module:Class`` of the source's form in a setting other than text (a plug-in look-up,
+as the algorithm registry's: the image source subclasses :class:`ScoredSamples`)."""
+
+
 class AlgorithmLike(Protocol):
     """What a source reads of the algorithm it feeds (a :class:`rebel.algorithms.base.Algorithm`, whose
     module imports this one)."""
@@ -64,6 +72,16 @@ def micro_batches(batch_size: int, *tensors: torch.Tensor) -> Chunks:
 @torch.no_grad()
 def score_batches(model_fn: Callable[..., torch.Tensor], chunks: Chunks) -> torch.Tensor:
     return torch.cat([model_fn(*chunk) for chunk in chunks])
+
+
+def token_logprobs(policy: torch.nn.Module, batch: Rollout, temperature: float) -> torch.Tensor:
+    """``[n, R]`` per-token log π of a text rollout's responses at ``temperature``
+    (:func:`rebel.models.response_logprobs`)."""
+    from rebel.models import response_logprobs
+
+    return response_logprobs(
+        policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature
+    )
 
 
 def policy_logprobs(
@@ -111,9 +129,66 @@ class RolloutSource(ABC):
         backend: GenerationBackend,
         load_reward_model: Callable[[], torch.nn.Module],
         preference: PreferenceOracle | None,
+        policy_ref: dict[str, Any] | None = None,
     ) -> RolloutSource:
         """The source of one run of ``algorithm``, with the models it needs loaded (after the policy and
-        π_0, before the critic: the order of random draws of :func:`rebel.loop.build_run`)."""
+        π_0, before the critic: the order of random draws of :func:`rebel.loop.build_run`); ``policy_ref`` is
+        the policy's model reference, for a source that loads more of its pipeline (the image setting)."""
+
+    @classmethod
+    def for_setting(cls, setting: str) -> type[RolloutSource]:
+        """This source's form in a config's ``setting``: itself for text (summarization, chat); the image
+        setting's :class:`rebel.trajectories.DiffusionTrajectories` for :class:`ScoredSamples`."""
+        if setting == "text":
+            return cls
+        target = SETTING_FORMS.get((cls.__name__, setting))
+        if target is None:
+            raise ConfigError(f"key 'setting': the {cls.__name__} source has no '{setting}' form (only text)")
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    # What the loop loads through the source, so that a setting brings its own model classes.
+
+    @classmethod
+    def load_tokenizer(cls, data_dir: Path, policy_ref: dict[str, Any]):
+        from rebel.models import load_tokenizer
+
+        return load_tokenizer({"path": str(data_dir / "tokenizer")})
+
+    @classmethod
+    def load_policy(cls, policy_ref: dict[str, Any], dtype: str) -> torch.nn.Module:
+        from rebel.models import load_policy
+
+        return load_policy(policy_ref, dtype)
+
+    @classmethod
+    def load_reward_model(cls, cfg: dict[str, Any], rm_ref: Path | None, dtype: str) -> torch.nn.Module:
+        from rebel.models import load_reward_model, read_model_ref
+
+        return load_reward_model(read_model_ref(rm_ref), dtype)
+
+    @classmethod
+    def add_lora(cls, policy: torch.nn.Module, lora: dict[str, Any]) -> torch.nn.Module:
+        from rebel.models import add_lora
+
+        return add_lora(policy, lora)
+
+    @classmethod
+    def make_backend(cls, cfg: dict[str, Any], tokenizer) -> GenerationBackend | None:
+        from rebel.generation import make_backend
+
+        return make_backend(cfg, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+    def logprobs(self, policy: torch.nn.Module, batch: Rollout, temperature: float) -> torch.Tensor:
+        """Per-token (per-action) log π of ``batch``'s responses under ``policy``, with gradient: the update's call."""
+        return token_logprobs(policy, batch, temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable state carried across iterations (saved with the checkpoint; none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     @classmethod
     @abstractmethod
@@ -194,6 +269,7 @@ class PolicySamples(RolloutSource):
         backend: GenerationBackend,
         load_reward_model: Callable[[], torch.nn.Module],
         preference: PreferenceOracle | None,
+        policy_ref: dict[str, Any] | None = None,
     ) -> PolicySamples:
         grader = cls._load_grader(device, load_reward_model=load_reward_model, preference=preference)
         return cls(
@@ -418,6 +494,7 @@ class PreferencePairs(RolloutSource):
         backend: GenerationBackend,
         load_reward_model: Callable[[], torch.nn.Module],
         preference: PreferenceOracle | None,
+        policy_ref: dict[str, Any] | None = None,
     ) -> PreferencePairs:
         return cls(cfg, reference, device)
 
