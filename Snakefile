@@ -34,10 +34,10 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/bandit.smk"
 include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/image.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/reproducibility.smk"
 include: "workflow/rules/backends.smk"
-include: "workflow/rules/image.smk"
 
 # Tables and figures from small result files: seconds of CPU, run where Snakemake runs (a cluster's login node)
 # instead of being submitted as cluster jobs.

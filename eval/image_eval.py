@@ -6,7 +6,8 @@ Every policy is evaluated on the same pictures' noise: ``eval.images_per_prompt`
 ``eval.seed`` alone, so that two policies differ only by their weights. During training the evaluator is the
 loop's learning-curve evaluator (``curve.jsonl``: the mean reward after each ``eval.curve.every_reward_queries``
 reward queries, with the budget spent by then), and it keeps a strip of the first ``figure4.prompts`` prompts'
-first pictures at every point for Figure 4 (:mod:`eval.image_report`).
+first pictures at every point for Figure 4 (:mod:`eval.image_report`). On the embedded task it also records
+the pictures' colour fidelity to their prompts, a check on reward over-optimization.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class ImageEvaluator:
         )
         self.sample_generator_seed = cfg["eval"]["seed"] + 1
 
+    def fidelity(self, images: torch.Tensor) -> torch.Tensor | None:
+        """``[N]`` colour fidelity of the embedded task's pictures (:func:`rebel.synthetic_images.colour_fidelity`);
+        None for other prompts."""
+        if self.cfg["data"]["prompts"] != "embedded":
+            return None
+        from rebel.synthetic_images import colour_fidelity
+
+        n = self.cfg["eval"]["images_per_prompt"]
+        return colour_fidelity(images.cpu(), [p for p in self.prompts for _ in range(n)])
+
     @torch.no_grad()
     def images(self, unet: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, 3, H, W]`` pictures (``eval.images_per_prompt`` per prompt, prompt-major) and their ``[N]`` rewards."""
@@ -79,9 +90,11 @@ class ImageCurveEvaluator:
     def __call__(self, policy: torch.nn.Module) -> dict[str, Any]:
         images, rewards = self.evaluator.images(policy)
         first = torch.arange(self.strip_prompts) * self.evaluator.cfg["eval"]["images_per_prompt"]
+        fidelity = self.evaluator.fidelity(images)
         return {
             "image_reward": rewards.mean().item(),
             "image_reward_std": rewards.std(correction=0).item(),
+            **({} if fidelity is None else {"colour_fidelity": fidelity.mean().item()}),
             "strip_png_base64": png_base64(images[first]),
             "strip_rewards": [round(v, 4) for v in rewards[first].tolist()],
         }

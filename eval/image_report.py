@@ -109,6 +109,11 @@ def image_table(cfg: dict[str, Any], results: Path, csv: Path, md: Path) -> pd.D
                 "paper_fig4_laion": round(float(np.mean(paper)), 2) if paper else None,
             }
         )
+        if "colour_fidelity" in points:  # the embedded task: do the pictures still show the prompt's colour?
+            rows[-1] |= {
+                "start_colour_fidelity": round(float(points[points.iterations == 0]["colour_fidelity"].mean()), 3),
+                "final_colour_fidelity": round(float(last["colour_fidelity"].mean()), 3),
+            }
     table = pd.DataFrame(rows)
     csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv, index=False)
@@ -117,7 +122,14 @@ def image_table(cfg: dict[str, Any], results: Path, csv: Path, md: Path) -> pd.D
         f"# Image generation ({cfg['name']}): reward = {reward}\n\n"
         f"IQM and 95% stratified-bootstrap CI over seeds {cfg['seeds']} of the fixed-noise pictures' mean reward "
         "after the whole budget; `paper_fig4_laion`: the mean LAION score under the paper's Figure 4 pictures "
-        "(its only printed numbers; a different reward from the embedded one).\n\n"
+        "(its only printed numbers; a different reward from the embedded one)."
+        + (
+            " `*_colour_fidelity`: the share of pixels in the prompt's colour (mean over seeds), a check on reward "
+            "over-optimization: a policy that raises the reward by drawing other colours loses it."
+            if "start_colour_fidelity" in table
+            else ""
+        )
+        + "\n\n"
         + table.to_markdown(index=False)
         + "\n"
     )

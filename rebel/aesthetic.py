@@ -4,8 +4,8 @@
   ViT-L/14 image embeddings (``openai/clip-vit-large-patch14``, 768-d, L2-normalized) fed to an MLP
   768 → 1024 → 128 → 64 → 16 → 1 with dropouts 0.2, 0.2, 0.1 and no activations; its state-dict keys are
   ``layers.{0,2,4,6,7}.{weight,bias}``, as in the public ``sac+logos+ava1-l14-linearMSE.pth``. No package
-  ships those weights: they come from a local file checked by SHA-256, or are downloaded at run time from
-  ``weights.url`` in a real run (never at import or in tests).
+  ships those weights: they come from a local file (a relative path is relative to the repository) checked by
+  SHA-256, downloaded first from ``weights.url`` when it is absent (real runs only; never at import or in tests).
 - ``colorfulness``: the embedded task's reward (:func:`rebel.synthetic_images.colorfulness`).
 
 A reward is a callable from ``[N, 3, H, W]`` images in [0, 1] to ``[N]`` scores (:func:`load_image_reward`).
@@ -48,8 +48,9 @@ class AestheticMLP(nn.Module):
 def _weights_file(weights: dict[str, Any]) -> Path:
     """The predictor's weights file, checked by SHA-256; downloaded from ``url`` first when it is absent."""
     from rebel.models import file_sha256
+    from rebel.paths import REPO_ROOT
 
-    path = Path(weights["path"])
+    path = REPO_ROOT / weights["path"]  # a relative path is relative to the repository
     if not path.is_file():
         if not weights.get("url"):
             raise HarnessError(

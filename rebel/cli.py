@@ -475,8 +475,9 @@ def _image_pretrain(args: argparse.Namespace, cfg: dict, device: torch.device) -
     ref = cfg["model"]["pretrained"]
     if ref is not None:  # a published pipeline: the reference alone (a local path made absolute)
         from rebel.models import write_model_ref
+        from rebel.paths import REPO_ROOT
 
-        write_model_ref(args.out / "model.json", {"path": str(Path(ref["path"]).resolve())} if "path" in ref else ref)
+        write_model_ref(args.out / "model.json", {"path": str(REPO_ROOT / ref["path"])} if "path" in ref else ref)
         return
     torch.set_num_threads(cfg["pretrain"]["threads"])
     pretrain_lcm(cfg, [r["prompt"] for r in read_jsonl(args.data / "prompts.jsonl")], args.out)

@@ -83,3 +83,12 @@ def colorfulness(images: torch.Tensor) -> torch.Tensor:
     std = torch.sqrt(rg.var(1, correction=0) + yb.var(1, correction=0))
     mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
     return ((std + 0.3 * mean) / 10.0).float()
+
+
+def colour_fidelity(images: torch.Tensor, prompts: list[str], radius: float = 0.25) -> torch.Tensor:
+    """``[N]`` share of each picture's pixels within ``radius`` (Euclidean, RGB in [0, 1]) of its prompt's colour:
+    whether a policy still draws what it was asked for while it raises the reward (the pre-training pictures'
+    shapes cover about a quarter of the picture). Not a reward: a check on reward over-optimization."""
+    target = torch.tensor([COLOURS[p.split(" ", 1)[0]] for p in prompts], dtype=images.dtype) / 255.0
+    distance = (images.clamp(0, 1) - target[:, :, None, None].to(images.device)).norm(dim=1)
+    return (distance <= radius).float().flatten(1).mean(1)

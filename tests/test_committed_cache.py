@@ -22,6 +22,7 @@ RENDER_RULES = {
     "curves",
     "reproducibility",
     "backends",
+    "image_report",
     "render",
 }
 
@@ -38,7 +39,7 @@ def test_committed_cache_renders_every_table_and_figure_without_training(rendere
     # The dry run made before rendering schedules render jobs only: no training, no evaluation.
     dry_run = (rendered_cache / "dry_run.log").read_text()
     assert set(re.findall(r"(?m)^(?:local)?rule (\w+):", dry_run)) <= RENDER_RULES
-    for name in ("fig2", "fig5", "fig6", "fig7", "bandit"):
+    for name in ("fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "bandit"):
         assert (rendered_cache / "figures" / f"{name}.png").stat().st_size > 10_000
     assert "vllm / hf tokens/s" in (rendered_cache / "tables" / "generation.md").read_text()
     # Every Table 1 number is the mean of the cached eval.json files it names.

@@ -365,3 +365,21 @@ def test_curve_spacing_must_match_the_iterations(lcm_dir, tmp_path):
     )
     assert result.returncode == 2
     assert "every_reward_queries': 6 is not a multiple of rebel's 8 reward queries per iteration" in result.stderr
+
+
+def test_figures_3_and_4_schedule_the_whole_image_setting(tmp_path):
+    """A dry run of the figures from a fresh directory: the prompts, the pre-training, every algorithm and
+    seed of the image config (3 × 3), then one report job, all read from the config named by image_config."""
+    import re
+
+    from conftest import snakemake
+
+    cfg = yaml.safe_load(IMAGE_CONFIG.read_text())
+    result = snakemake(
+        tmp_path, "-n", "figures/fig3.png", "figures/fig4.png", config=REPO / "workflow/configs/embedded.yaml"
+    )
+    rules = re.findall(r"(?m)^(?:local)?rule (\w+):", result.stdout)
+    assert sorted(set(rules)) == ["image_data", "image_pretrain", "image_report", "image_train"]
+    assert rules.count("image_train") == len(cfg["algorithms"]) * len(cfg["seeds"]) == 9
+    assert rules.count("image_pretrain") == rules.count("image_report") == 1
+    assert not (tmp_path / "results").exists()

@@ -2,8 +2,10 @@
 # pre-trained LCM pipeline, every algorithm and seed through the shared loop, then Figures 3 and 4 and
 # tables/image.csv from the runs' curve.jsonl and run.json (also from a cached result set: render_from).
 from rebel.config import read_config_file, validate_image
+from rebel.paths import REPO_ROOT
 
-IMAGE_CONFIG = config["image_config"]
+# Relative to the repository (as the pinned checkpoints' paths), whatever Snakemake's working directory.
+IMAGE_CONFIG = str(REPO_ROOT / config["image_config"])
 try:
     IMAGE = validate_image(read_config_file(IMAGE_CONFIG), IMAGE_CONFIG, resolve=False)
 except ConfigError as exc:
@@ -12,6 +14,7 @@ IMAGE_RUN = f"results/{IMAGE['name']}"
 IMAGE_REPORT = f"{REPORT_ROOT}/{IMAGE['name']}"
 IMAGE_STAGE = f"python -m rebel {{stage}} --config {IMAGE_CONFIG}"
 IMAGE_LCM = f"{IMAGE_RUN}/lcm/model.json"
+IMAGE_TARGETS = ["tables/image.csv", "figures/fig3.png", "figures/fig4.png"]  # rule image_report; also in `render`
 
 
 def image_stage(name):
