@@ -168,6 +168,11 @@ def figure4(cfg: dict[str, Any], results: Path, png: Path) -> None:
             )
         rows.append((_label(cfg, algorithm), point))
     count = len(rows[0][1].iloc[0]["strip_rewards"])
+    prompts = cfg["data"]["prompts"]
+    if prompts == "embedded":
+        from rebel.synthetic_images import embedded_prompts
+
+        prompts = embedded_prompts()
     fig, axes = plt.subplots(len(rows), count, figsize=(1.5 * count, 1.75 * len(rows)), squeeze=False)
     for r, (label, point) in enumerate(rows):
         record = point.iloc[0]
@@ -181,6 +186,8 @@ def figure4(cfg: dict[str, Any], results: Path, png: Path) -> None:
             ax.set_xlabel(f"{reward:.2f}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
+            if r == 0:
+                ax.set_title(f'"{prompts[c]}"', fontsize=9)
     fig.suptitle(
         f"Figure 4: pictures at {spec['reward_queries']} reward queries (seed {seed}; reward under each)", fontsize=10
     )

@@ -37,6 +37,7 @@ CASES = {  # name: (algorithm, LoRA, micro-batch prompts with 2 processes, itera
     "rloo_k2": ("rloo_k2", None, None, 2),
     "rloo_k4": ("rloo_k4", None, 1, 2),
     "dpo": ("dpo", None, None, 2),
+    "clipped_pg": ("clipped_pg", None, 1, 2),  # the image setting's baseline, here on text rollouts
 }
 
 
@@ -229,9 +230,9 @@ def two_processes(tmp_path_factory):
 def test_two_processes_update_like_one_process(two_processes, case):
     """Every algorithm: PPO (weights of policy and critic, whitening, token means; LoRA with micro-batches
     of one prompt), REINFORCE (moving-average baseline, over 3 iterations), REBEL, iterative DPO, RLOO
-    (k = 2; k = 4 in micro-batches of one prompt) and DPO, on shards of very different response tokens
-    (11 and 3 with one sample per prompt): 2 processes give the single process's weights, state and
-    logged statistics."""
+    (k = 2; k = 4 in micro-batches of one prompt), DPO and the clipped policy gradient (micro-batches of one
+    prompt), on shards of very different response tokens (11 and 3 with one sample per prompt): 2 processes
+    give the single process's weights, state and logged statistics."""
     _assert_same_updates(two_processes[case], train(case))
 
 

@@ -17,16 +17,12 @@ IMAGE_LCM = f"{IMAGE_RUN}/lcm/model.json"
 IMAGE_TARGETS = ["tables/image.csv", "figures/fig3.png", "figures/fig4.png"]  # rule image_report; also in `render`
 
 
-def image_stage(name):
-    return IMAGE_STAGE.format(stage=name)
-
-
 rule image_data:
     """The prompts (the 45 of appendix H.3.1, or the embedded task's)."""
     output:
         f"{IMAGE_RUN}/data/prompts.jsonl",
     params:
-        cmd=image_stage("image-data"),
+        cmd=IMAGE_STAGE.format(stage="image-data"),
         prompts=fingerprint(IMAGE["data"]),
     log:
         f"{IMAGE_RUN}/logs/data.log",
@@ -43,7 +39,7 @@ rule image_pretrain:
     output:
         IMAGE_LCM,
     params:
-        cmd=image_stage("image-pretrain"),
+        cmd=IMAGE_STAGE.format(stage="image-pretrain"),
         model=fingerprint([IMAGE["model"], IMAGE["pretrain"], IMAGE["sampling"]["guidance_scale"]]),
     threads: (IMAGE["pretrain"] or {}).get("threads", 1)
     resources:
@@ -67,7 +63,7 @@ rule image_train:
         curve=f"{IMAGE_RUN}/{{image_algorithm}}/seed{{image_seed}}/curve.jsonl",
         run=f"{IMAGE_RUN}/{{image_algorithm}}/seed{{image_seed}}/run.json",
     params:
-        cmd=image_stage("image-train"),
+        cmd=IMAGE_STAGE.format(stage="image-train"),
         settings=lambda wc: fingerprint([IMAGE[k] for k in ("sampling", "reward", "reward_normalization", "policy",
                                                             "eval", "variants")]
                                         + [IMAGE["policy_overrides"].get(wc.image_algorithm),
@@ -98,7 +94,7 @@ rule image_report:
         fig3_csv="figures/fig3.csv",
         fig4=report("figures/fig4.png", caption="../report/fig4.rst", category="Image generation"),
     params:
-        cmd=image_stage("image-report"),
+        cmd=IMAGE_STAGE.format(stage="image-report"),
         results=folder_above(3),
     log:
         f"{IMAGE_RUN}/logs/report.log",
