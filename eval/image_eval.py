@@ -27,11 +27,11 @@ class ImageEvaluator:
         self, cfg: dict[str, Any], policy_ref: dict[str, Any], prompts: list[str], device: torch.device
     ) -> None:
         from rebel.aesthetic import load_image_reward
-        from rebel.diffusion import LCMSampler, encode_prompts, guidance_embedding, load_lcm
+        from rebel.diffusion import LCMSampler, encode_prompts, guidance_embedding, load_lcm, unet_config
 
         self.cfg, self.device, self.prompts = cfg, device, prompts
-        self.parts = load_lcm(policy_ref, cfg["model"]["dtype"])
-        for model in (self.parts.vae, self.parts.text_encoder, self.parts.unet):
+        self.parts = load_lcm(policy_ref, cfg["model"]["dtype"], unet=False)  # the policy is the UNet evaluated
+        for model in (self.parts.vae, self.parts.text_encoder):
             model.to(device).eval().requires_grad_(False)
         self.reward = load_image_reward(cfg["reward"])
         if isinstance(self.reward, torch.nn.Module):
@@ -39,12 +39,11 @@ class ImageEvaluator:
         sampling, n = cfg["sampling"], cfg["eval"]["images_per_prompt"]
         self.sampler = LCMSampler(self.parts.scheduler, sampling["steps"], sampling["original_steps"], device)
         self.context = encode_prompts(self.parts, [p for p in prompts for _ in range(n)], device)
-        self.guidance = guidance_embedding(sampling["guidance_scale"], self.parts.unet.config.time_cond_proj_dim, 1)
-        unet = self.parts.unet.config
+        unet = unet_config(policy_ref)
+        self.guidance = guidance_embedding(sampling["guidance_scale"], unet["time_cond_proj_dim"], 1)
         generator = torch.Generator().manual_seed(cfg["eval"]["seed"])
-        self.noise = torch.randn(
-            len(self.context), unet.in_channels, unet.sample_size, unet.sample_size, generator=generator
-        )
+        shape = (unet["in_channels"], unet["sample_size"], unet["sample_size"])
+        self.noise = torch.randn(len(self.context), *shape, generator=generator)
         self.sample_generator_seed = cfg["eval"]["seed"] + 1
 
     def fidelity(self, images: torch.Tensor) -> torch.Tensor | None:

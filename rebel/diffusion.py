@@ -39,9 +39,10 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 @dataclass
 class LCMComponents:
-    """The pipeline's parts; only the UNet is trained (through LoRA), the rest is frozen."""
+    """The pipeline's parts; only the UNet is trained (through LoRA), the rest is frozen. ``unet`` is None when
+    loaded without it (:func:`load_lcm`: the policy is loaded separately)."""
 
-    unet: nn.Module
+    unet: nn.Module | None
     vae: nn.Module
     text_encoder: nn.Module
     tokenizer: Any
@@ -54,21 +55,32 @@ def _source(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return ref["id"], {"revision": ref.get("revision")}
 
 
-def load_lcm(ref: dict[str, Any], dtype: str = "float32") -> LCMComponents:
+def load_lcm(ref: dict[str, Any], dtype: str = "float32", *, unet: bool = True) -> LCMComponents:
     """An LCM pipeline's components from a local folder (``{"path": ...}``) or a Hub id at a pinned revision
-    (``{"id": ..., "revision": ...}``), in the diffusers layout (one subfolder per component)."""
+    (``{"id": ..., "revision": ...}``), in the diffusers layout (one subfolder per component); without the
+    UNet when ``unet`` is false (a second copy beside the policy's would only take memory)."""
     from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
     where, kwargs = _source(ref)
     torch_dtype = getattr(torch, dtype)
     return LCMComponents(
-        unet=UNet2DConditionModel.from_pretrained(where, subfolder="unet", torch_dtype=torch_dtype, **kwargs),
+        unet=UNet2DConditionModel.from_pretrained(where, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
+        if unet
+        else None,
         vae=AutoencoderKL.from_pretrained(where, subfolder="vae", torch_dtype=torch_dtype, **kwargs),
         text_encoder=CLIPTextModel.from_pretrained(where, subfolder="text_encoder", dtype=torch_dtype, **kwargs),
         tokenizer=AutoTokenizer.from_pretrained(where, subfolder="tokenizer", **kwargs),
         scheduler=LCMScheduler.from_pretrained(where, subfolder="scheduler", **kwargs),
     )
+
+
+def unet_config(ref: dict[str, Any]) -> dict[str, Any]:
+    """The UNet's config (latent channels and size, ``time_cond_proj_dim``) without loading its weights."""
+    from diffusers import UNet2DConditionModel
+
+    where, kwargs = _source(ref)
+    return UNet2DConditionModel.load_config(where, subfolder="unet", **kwargs)
 
 
 def save_lcm(parts: LCMComponents, out: Path) -> None:

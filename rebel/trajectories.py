@@ -49,6 +49,7 @@ class DiffusionTrajectories(ScoredSamples):
         *,
         samples_per_prompt: int,
         parts: Any,
+        unet: dict[str, Any],
         reward: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
         from rebel.diffusion import LCMSampler, guidance_embedding
@@ -57,9 +58,8 @@ class DiffusionTrajectories(ScoredSamples):
         sampling = cfg["sampling"]
         self.parts = parts
         self.sampler = LCMSampler(parts.scheduler, sampling["steps"], sampling["original_steps"], device)
-        self.guidance = guidance_embedding(sampling["guidance_scale"], parts.unet.config.time_cond_proj_dim, 1).to(
-            device
-        )
+        self.guidance = guidance_embedding(sampling["guidance_scale"], unet["time_cond_proj_dim"], 1).to(device)
+        self.latent_shape = (unet["in_channels"], unet["sample_size"], unet["sample_size"])
         norm = cfg["reward_normalization"]
         self.tracker = PerPromptStatTracker(norm["buffer_size"], norm["min_count"])
 
@@ -118,15 +118,23 @@ class DiffusionTrajectories(ScoredSamples):
         preference: PreferenceOracle | None,
         policy_ref: dict[str, Any] | None = None,
     ) -> DiffusionTrajectories:
-        from rebel.diffusion import load_lcm
+        from rebel.diffusion import load_lcm, unet_config
 
-        parts = load_lcm(policy_ref, cfg["model"]["dtype"])
+        parts = load_lcm(policy_ref, cfg["model"]["dtype"], unet=False)
         for model in (parts.vae, parts.text_encoder):
             model.to(device).eval().requires_grad_(False)
         reward = load_reward_model()
         if isinstance(reward, torch.nn.Module):
             reward = reward.to(device)
-        return cls(cfg, reference, device, samples_per_prompt=algorithm.samples_per_prompt, parts=parts, reward=reward)
+        return cls(
+            cfg,
+            reference,
+            device,
+            samples_per_prompt=algorithm.samples_per_prompt,
+            parts=parts,
+            unet=unet_config(policy_ref),
+            reward=reward,
+        )
 
     # ---- per iteration
 
@@ -173,9 +181,7 @@ class DiffusionTrajectories(ScoredSamples):
         with phase(timings, "generation", self.device):
             with torch.no_grad():
                 context = self.parts.text_encoder(prompt_ids)[0]
-            unet_cfg = policy.config if hasattr(policy, "config") else policy.base_model.config
-            shape = (unet_cfg.in_channels, unet_cfg.sample_size, unet_cfg.sample_size)
-            noise = torch.randn(len(prompt_ids), *shape, device=self.device)
+            noise = torch.randn(len(prompt_ids), *self.latent_shape, device=self.device)
             trajectory = torch.cat(
                 [
                     self.sampler.sample(policy, ctx, self._guidance(len(ctx)), x0, None)
