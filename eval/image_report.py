@@ -8,10 +8,12 @@
 - **Figure 4**: the first seed's pictures of the first ``figure4.prompts`` prompts under each of
   ``figure4.algorithms`` at ``figure4.reward_queries`` (an intermediate checkpoint), beside the starting
   policy's, each with its reward under it.
-- **Table** (``tables/image.csv``): per algorithm, the starting and final reward (IQM and CI over seeds),
-  the gain in seed standard deviations, the budget (pictures, reward queries, optimizer steps) and the
-  runtime and peak memory of one iteration; the paper gives Figure 3 only as a plot, so its column holds
-  the mean LAION aesthetic score of Figure 4's pictures (the paper's intermediate checkpoint).
+- **Table** (``tables/image.csv``), after checking that every algorithm of a seed drew its prompts from the
+  same seeded stream (:func:`eval.tables.check_identical_prompts`): per algorithm, the starting and final
+  reward (IQM and CI over seeds), the gain in seed standard deviations, the budget (pictures, reward queries,
+  optimizer steps) and the runtime and peak memory of one iteration; the paper gives Figure 3 only as a plot,
+  so its column holds the mean LAION aesthetic score of Figure 4's pictures (the paper's intermediate
+  checkpoint).
 """
 
 from __future__ import annotations
@@ -77,14 +79,22 @@ def curve_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def image_table(cfg: dict[str, Any], results: Path, csv: Path, md: Path) -> pd.DataFrame:
     """The table of the module docstring, written as CSV and Markdown."""
+    from eval.tables import check_identical_prompts
+
     runs, rows = read_runs(cfg, results), []
+    infos = {
+        (algorithm, seed): json.loads((results / algorithm / f"seed{seed}" / "run.json").read_text())
+        for algorithm in cfg["algorithms"]
+        for seed in cfg["seeds"]
+    }
+    check_identical_prompts(infos)  # every algorithm of a seed drew from the same seeded prompt stream
     for algorithm in cfg["algorithms"]:
         points = runs[runs.algorithm == algorithm]
         start = points[points.iterations == 0].sort_values("seed")["image_reward"].to_numpy()
         last = points.sort_values("iterations").groupby("seed").tail(1).sort_values("seed")
         final = last["image_reward"].to_numpy()
-        infos = [json.loads((results / algorithm / f"seed{s}" / "run.json").read_text()) for s in cfg["seeds"]]
-        counters, profile = infos[0]["counters"], [info["profile"] for info in infos]
+        seed_infos = [infos[algorithm, seed] for seed in cfg["seeds"]]
+        counters, profile = seed_infos[0]["counters"], [info["profile"] for info in seed_infos]
         stats = iqm_intervals({"start": start, "final": final}) if len(final) > 1 else None
         (s_iqm, *_), (f_iqm, f_low, f_high) = stats.values() if stats else ((start[0],), (final[0],) * 3)
         spread = float(np.std(final, ddof=1)) if len(final) > 1 else float("nan")

@@ -383,3 +383,23 @@ def test_figures_3_and_4_schedule_the_whole_image_setting(tmp_path):
     assert rules.count("image_train") == len(cfg["algorithms"]) * len(cfg["seeds"]) == 9
     assert rules.count("image_pretrain") == rules.count("image_report") == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_the_report_refuses_runs_that_saw_other_prompts(tmp_path):
+    """The committed runs render; the same runs with one seed's prompt stream changed are refused by name."""
+    import shutil
+
+    from eval.image_report import image_table
+    from eval.tables import UnfairComparison
+    from rebel.config import load_image_config
+
+    cfg = load_image_config(IMAGE_CONFIG)
+    results = tmp_path / "image-embedded"
+    shutil.copytree(REPO / "cache" / "image-embedded", results)
+    table = image_table(cfg, results, tmp_path / "image.csv", tmp_path / "image.md")
+    assert list(table["reward_queries"]) == [cfg["policy"]["reward_model_calls"]] * 3
+    run = results / "rebel" / "seed2" / "run.json"
+    info = json.loads(run.read_text())
+    run.write_text(json.dumps(info | {"prompt_stream_sha256": "0" * 64}))
+    with pytest.raises(UnfairComparison, match="seed 2: the algorithms trained on different prompts"):
+        image_table(cfg, results, tmp_path / "image.csv", tmp_path / "image.md")
