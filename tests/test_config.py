@@ -57,12 +57,13 @@ def test_default_config_is_embedded():
         (
             lambda c: c.update(algorithms=["rebel", "ppo2"]),
             "key 'algorithms': unknown algorithm 'ppo2'; "
-            "registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4 (or name one by import path",
+            "registered: clipped_pg, dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, rloo_k4 (or name one "
+            "by import path",
         ),
         (
             lambda c: c.update(variants={"rloo_k8": {"algorithm": "rlo", "k": 8}}),
             "key 'variants.rloo_k8': variant 'rloo_k8' is based on unknown algorithm 'rlo'; "
-            "registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo (or",
+            "registered: clipped_pg, dpo, iterative_dpo, ppo, rebel, reinforce, rloo (or",
         ),
         (
             lambda c: c.update(variants={"rloo_k8": {"algorithm": "rloo_k4", "k": 8}}),
@@ -256,8 +257,8 @@ def test_cli_rejects_unknown_algorithm_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown algorithm 'ppo2'; registered: dpo, iterative_dpo, ppo, rebel, reinforce, rloo, rloo_k2, "
-        "rloo_k4 (or name one by import path 'module:Class')"
+        "error: unknown algorithm 'ppo2'; registered: clipped_pg, dpo, iterative_dpo, ppo, rebel, reinforce, rloo, "
+        "rloo_k2, rloo_k4 (or name one by import path 'module:Class')"
     ]
     assert not (tmp_path / "out").exists()
 
