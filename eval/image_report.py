@@ -30,19 +30,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from eval.aggregate import iqm_intervals  # noqa: E402
+from eval.figures import _color, _save  # noqa: E402 - the other figures' colours and file output (PNG and PDF)
 from eval.image_eval import read_strip  # noqa: E402
+from eval.tables import check_identical_prompts, display_name  # noqa: E402
 from rebel.errors import HarnessError  # noqa: E402
 
 PAPER_FIGURE4 = {"rebel": [7.29, 7.38, 7.37, 7.27, 7.14], "clipped_pg": [6.85, 6.17, 6.00, 6.29, 7.06]}
 """The LAION aesthetic scores printed under the paper's Figure 4 pictures (REBEL's row, then PPO's)."""
-COLORS = {"rebel": "tab:red", "rebel_half": "tab:orange", "clipped_pg": "tab:blue"}
 
 
 def _label(cfg: dict[str, Any], algorithm: str) -> str:
-    from rebel.algorithms import build_algorithm
+    """The algorithm's display name; a variant (``rebel_half``) whose name another algorithm of the config
+    shares gets its config name too."""
+    from rebel.registry import BUILTIN
 
-    label = build_algorithm(algorithm, cfg).label or algorithm
-    return label if algorithm in ("rebel", "clipped_pg") else f"{label} ({algorithm})"
+    label = display_name(algorithm, cfg)
+    shared = sum(display_name(other, cfg) == label for other in cfg["algorithms"]) > 1
+    return f"{label} ({algorithm})" if shared and algorithm not in BUILTIN else label
 
 
 def read_runs(cfg: dict[str, Any], results: Path) -> pd.DataFrame:
@@ -79,7 +83,6 @@ def curve_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def image_table(cfg: dict[str, Any], results: Path, csv: Path, md: Path) -> pd.DataFrame:
     """The table of the module docstring, written as CSV and Markdown."""
-    from eval.tables import check_identical_prompts
 
     runs, rows = read_runs(cfg, results), []
     infos = {
@@ -127,7 +130,7 @@ def image_table(cfg: dict[str, Any], results: Path, csv: Path, md: Path) -> pd.D
     table = pd.DataFrame(rows)
     csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv, index=False)
-    reward = "colourfulness / 10" if cfg["reward"]["type"] == "colorfulness" else "LAION aesthetic score"
+    reward = _reward_name(cfg)
     md.write_text(
         f"# Image generation ({cfg['name']}): reward = {reward}\n\n"
         f"IQM and 95% stratified-bootstrap CI over seeds {cfg['seeds']} of the fixed-noise pictures' mean reward "
@@ -151,10 +154,10 @@ def figure3(cfg: dict[str, Any], results: Path, png: Path) -> pd.DataFrame:
     table = curve_table(read_runs(cfg, results))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for algorithm, points in table.groupby("algorithm", sort=False):
-        color = COLORS.get(algorithm)
+        color = _color(cfg, algorithm)
         ax.plot(points.reward_queries, points.iqm, marker="o", ms=3, color=color, label=_label(cfg, algorithm))
         ax.fill_between(points.reward_queries, points.ci_low, points.ci_high, color=color, alpha=0.2)
-    reward = "colourfulness / 10" if cfg["reward"]["type"] == "colorfulness" else "LAION aesthetic score"
+    reward = _reward_name(cfg)
     ax.set(xlabel="reward queries", ylabel=f"{reward} (IQM over {len(cfg['seeds'])} seeds)")
     ax.set_title(f"Figure 3: image reward vs reward queries ({cfg['name']})\n95% stratified-bootstrap CIs (rliable)")
     ax.legend()
@@ -204,13 +207,10 @@ def figure4(cfg: dict[str, Any], results: Path, png: Path) -> None:
     _save(fig, png)
 
 
+def _reward_name(cfg: dict[str, Any]) -> str:
+    return "colourfulness / 10" if cfg["reward"]["type"] == "colorfulness" else "LAION aesthetic score"
+
+
 def _peak(profile: dict[str, Any]) -> float:
     """Peak memory of an iteration (GiB): GPU memory on CUDA, else the resident set (rebel.profiling)."""
     return (profile.get("peak_gpu_gib") or profile["peak_rss_gib"])["all"]
-
-
-def _save(fig: plt.Figure, png: Path) -> None:
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=130)
-    plt.close(fig)

@@ -81,9 +81,9 @@ class LaionAesthetic(nn.Module):
     def load(cls, spec: dict[str, Any]) -> LaionAesthetic:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        where = spec["clip"]
-        kwargs = {} if "path" in where else {"revision": where.get("revision")}
-        source = where.get("path") or where["id"]
+        from rebel.models import pretrained_args
+
+        source, kwargs = pretrained_args(spec["clip"])
         clip = CLIPVisionModelWithProjection.from_pretrained(source, **kwargs)
         processor = CLIPImageProcessor.from_pretrained(source, **kwargs)
         head = AestheticMLP(clip.config.projection_dim)

@@ -89,17 +89,7 @@ def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = 
     """Check ``config`` against the schema and the algorithm registry; return it unchanged. With ``resolve``
     False (the Snakefile's parse) algorithm names are looked up without importing any (no torch); the
     algorithms' parameters are then checked by every job, the first of which (data) runs before training."""
-    found = _non_finite(config)
-    if found is not None:
-        key = ".".join(map(str, found[0]))
-        raise ConfigError(f"{source}: key '{key}': expected a finite number, got {found[1]}")
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(config))
-    if errors:
-        # The most relevant error, without jsonschema's own descent into oneOf (handled in _describe).
-        error = max(errors, key=jsonschema.exceptions.relevance)
-        raise ConfigError(f"{source}: {_describe(error)}")
+    _check_schema(config, SCHEMA_PATH, source)
     if config["eval"]["judge"]["type"] == "gold" and config["data"]["source"] != "synthetic":
         raise ConfigError(
             f"{source}: key 'eval.judge.type': 'gold' needs data.source 'synthetic' (it knows only the embedded task)"
@@ -115,13 +105,7 @@ def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = 
                 algorithm_spec(name, config["variants"])
             except AlgorithmNotFound as exc:
                 raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
-    for section in ("algorithm_params", "policy_overrides"):
-        for name in config[section]:
-            if name not in config["algorithms"]:
-                raise ConfigError(
-                    f"{source}: key '{section}.{name}' names an algorithm not in "
-                    f"'algorithms' ({', '.join(config['algorithms'])})"
-                )
+    _check_named_algorithms(config, source)
     if config["search"]["seed"] in config["seeds"]:
         raise ConfigError(
             f"{source}: key 'search.seed': {config['search']['seed']} is one of 'seeds'; the "
@@ -130,27 +114,57 @@ def validate(config: dict[str, Any], source: str = "config", *, resolve: bool = 
     return config
 
 
-def _check_algorithms(config: dict[str, Any], source: str) -> None:
-    """Every variant of ``config`` builds from its own parameters, every algorithm resolves to its class and
-    builds from its variant's parameters updated by its ``algorithm_params``, and Figure 5's are online."""
+def _check_schema(config: dict[str, Any], schema_path: Path, source: str) -> None:
+    """No NaN or infinity anywhere, then the schema at ``schema_path``: the most relevant error in one line."""
+    found = _non_finite(config)
+    if found is not None:
+        key = ".".join(map(str, found[0]))
+        raise ConfigError(f"{source}: key '{key}': expected a finite number, got {found[1]}")
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(schema_path.read_text()))
+    errors = list(validator.iter_errors(config))
+    if errors:
+        # The most relevant error, without jsonschema's own descent into oneOf (handled in _describe).
+        error = max(errors, key=jsonschema.exceptions.relevance)
+        raise ConfigError(f"{source}: {_describe(error)}")
+
+
+def _check_named_algorithms(config: dict[str, Any], source: str) -> None:
+    """``algorithm_params`` and ``policy_overrides`` name only algorithms of ``algorithms``."""
+    for section in ("algorithm_params", "policy_overrides"):
+        for name in config[section]:
+            if name not in config["algorithms"]:
+                raise ConfigError(
+                    f"{source}: key '{section}.{name}' names an algorithm not in "
+                    f"'algorithms' ({', '.join(config['algorithms'])})"
+                )
+
+
+def _build_checked(name: str, values: dict[str, Any], names_key: str, params_key: str, source: str):
+    """The algorithm ``name`` built from ``values`` (:func:`rebel.algorithms.build_algorithm`), its errors as
+    one-line config errors naming ``names_key`` (an unknown name) or ``params_key`` (its parameters)."""
     from rebel.algorithms import AlgorithmNotFound, build_algorithm
     from rebel.algorithms.base import ParamTypeError
 
-    def check(name: str, values: dict[str, Any], names_key: str, params_key: str) -> None:
-        try:
-            build_algorithm(name, values)
-        except AlgorithmNotFound as exc:
-            raise ConfigError(f"{source}: key '{names_key}': {exc}") from None
-        except ParamTypeError as exc:
-            raise ConfigError(f"{source}: key '{params_key}.{exc.field}': {exc.message}") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: key '{params_key}': {exc}") from None
+    try:
+        return build_algorithm(name, values)
+    except AlgorithmNotFound as exc:
+        raise ConfigError(f"{source}: key '{names_key}': {exc}") from None
+    except ParamTypeError as exc:
+        raise ConfigError(f"{source}: key '{params_key}.{exc.field}': {exc.message}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: key '{params_key}': {exc}") from None
 
+
+def _check_algorithms(config: dict[str, Any], source: str) -> None:
+    """Every variant of ``config`` builds from its own parameters, every algorithm resolves to its class and
+    builds from its variant's parameters updated by its ``algorithm_params``, and Figure 5's are online."""
     for name in config["variants"]:
-        check(name, {"variants": config["variants"]}, f"variants.{name}", f"variants.{name}")
-    for name in config["algorithms"]:
-        check(name, config, "algorithms", f"algorithm_params.{name}")
-    online = [name for name in config["algorithms"] if not build_algorithm(name, config).offline]
+        _build_checked(name, {"variants": config["variants"]}, f"variants.{name}", f"variants.{name}", source)
+    built = {
+        name: _build_checked(name, config, "algorithms", f"algorithm_params.{name}", source)
+        for name in config["algorithms"]
+    }
+    online = [name for name, algorithm in built.items() if not algorithm.offline]
     for name in config["figures"]["fig5"]:
         if name not in online:
             raise ConfigError(
@@ -270,13 +284,7 @@ def validate_image(config: dict[str, Any], source: str = "image config", *, reso
     """Check an image-setting config (paper §5.3; ``workflow/schemas/image.schema.yaml``) and its algorithms;
     return it unchanged. With ``resolve`` (not at the Snakefile's parse) the algorithms are built, and each
     must have an image form of its rollout source (:meth:`rebel.sources.RolloutSource.for_setting`)."""
-    found = _non_finite(config)
-    if found is not None:
-        raise ConfigError(f"{source}: key '{'.'.join(map(str, found[0]))}': expected a finite number, got {found[1]}")
-    validator = jsonschema.Draft202012Validator(yaml.safe_load(IMAGE_SCHEMA_PATH.read_text()))
-    errors = list(validator.iter_errors(config))
-    if errors:
-        raise ConfigError(f"{source}: {_describe(max(errors, key=jsonschema.exceptions.relevance))}")
+    _check_schema(config, IMAGE_SCHEMA_PATH, source)
     if (config["model"]["pretrained"] is None) != (config["pretrain"] is not None) or (
         config["model"]["pretrained"] is None and config["model"]["scratch"] is None
     ):
@@ -284,10 +292,7 @@ def validate_image(config: dict[str, Any], source: str = "image config", *, reso
             f"{source}: key 'model.pretrained': null needs model.scratch and pretrain (the pipeline is built and "
             "pre-trained here); a pretrained pipeline needs pretrain: null"
         )
-    for section in ("algorithm_params", "policy_overrides"):
-        for name in config[section]:
-            if name not in config["algorithms"]:
-                raise ConfigError(f"{source}: key '{section}.{name}' names an algorithm not in 'algorithms'")
+    _check_named_algorithms(config, source)
     for name in config["figure4"]["algorithms"]:
         if name not in config["algorithms"]:
             raise ConfigError(f"{source}: key 'figure4.algorithms': '{name}' is not in 'algorithms'")
@@ -304,17 +309,12 @@ def validate_image(config: dict[str, Any], source: str = "image config", *, reso
                 f"its prompts_per_iteration ({pol['prompts_per_iteration']})"
             )
     if resolve:
-        from rebel.algorithms import AlgorithmNotFound, build_algorithm
-
         for name in config["algorithms"]:
+            algorithm = _build_checked(name, config, "algorithms", f"algorithm_params.{name}", source)
             try:
-                build_algorithm(name, config).source.for_setting("image")
-            except AlgorithmNotFound as exc:
-                raise ConfigError(f"{source}: key 'algorithms': {exc}") from None
+                algorithm.source.for_setting("image")
             except ConfigError as exc:
                 raise ConfigError(f"{source}: key 'algorithms': '{name}': {exc}") from None
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{source}: key 'algorithm_params.{name}': {exc}") from None
     return config
 
 

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rebel.models import pretrained_args
+
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 """The UNet's attention projections: where the LoRA adapters go (paper H.3.3: r = 8, α = 8)."""
@@ -49,37 +51,45 @@ class LCMComponents:
     scheduler: Any
 
 
-def _source(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    if "path" in ref:
-        return str(ref["path"]), {}
-    return ref["id"], {"revision": ref.get("revision")}
-
-
 def load_lcm(ref: dict[str, Any], dtype: str = "float32", *, unet: bool = True) -> LCMComponents:
     """An LCM pipeline's components from a local folder (``{"path": ...}``) or a Hub id at a pinned revision
     (``{"id": ..., "revision": ...}``), in the diffusers layout (one subfolder per component); without the
     UNet when ``unet`` is false (a second copy beside the policy's would only take memory)."""
-    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
+    from diffusers import AutoencoderKL, LCMScheduler
+    from transformers import CLIPTextModel
 
-    where, kwargs = _source(ref)
+    where, kwargs = pretrained_args(ref)
     torch_dtype = getattr(torch, dtype)
     return LCMComponents(
-        unet=UNet2DConditionModel.from_pretrained(where, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
-        if unet
-        else None,
+        unet=load_unet(ref, dtype) if unet else None,
         vae=AutoencoderKL.from_pretrained(where, subfolder="vae", torch_dtype=torch_dtype, **kwargs),
         text_encoder=CLIPTextModel.from_pretrained(where, subfolder="text_encoder", dtype=torch_dtype, **kwargs),
-        tokenizer=AutoTokenizer.from_pretrained(where, subfolder="tokenizer", **kwargs),
+        tokenizer=load_tokenizer(ref),
         scheduler=LCMScheduler.from_pretrained(where, subfolder="scheduler", **kwargs),
     )
+
+
+def load_unet(ref: dict[str, Any], dtype: str = "float32") -> nn.Module:
+    """The pipeline's UNet (the policy)."""
+    from diffusers import UNet2DConditionModel
+
+    where, kwargs = pretrained_args(ref)
+    return UNet2DConditionModel.from_pretrained(where, subfolder="unet", torch_dtype=getattr(torch, dtype), **kwargs)
+
+
+def load_tokenizer(ref: dict[str, Any]):
+    """The pipeline's text tokenizer."""
+    from transformers import AutoTokenizer
+
+    where, kwargs = pretrained_args(ref)
+    return AutoTokenizer.from_pretrained(where, subfolder="tokenizer", **kwargs)
 
 
 def unet_config(ref: dict[str, Any]) -> dict[str, Any]:
     """The UNet's config (latent channels and size, ``time_cond_proj_dim``) without loading its weights."""
     from diffusers import UNet2DConditionModel
 
-    where, kwargs = _source(ref)
+    where, kwargs = pretrained_args(ref)
     return UNet2DConditionModel.load_config(where, subfolder="unet", **kwargs)
 
 

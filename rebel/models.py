@@ -105,7 +105,9 @@ def read_model_ref(path: str | Path) -> dict[str, Any]:
     return ref
 
 
-def _pretrained_args(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def pretrained_args(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``from_pretrained``'s name and keyword arguments for a model reference: a local path, or a Hub id at its
+    pinned revision."""
     if "path" in ref:
         return ref["path"], {}
     return ref["id"], {"revision": ref["revision"]}
@@ -113,7 +115,7 @@ def _pretrained_args(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def load_tokenizer(ref: dict[str, Any]):
     """The tokenizer of a model reference, left-padding, with a pad token distinct from EOS."""
-    name, kwargs = _pretrained_args(ref)
+    name, kwargs = pretrained_args(ref)
     tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -161,7 +163,7 @@ def build_base_policy(cfg: dict[str, Any], tokenizer) -> GPTNeoXForCausalLM:
 
 def load_policy(ref: dict[str, Any], dtype: str = "float32") -> PreTrainedModel:
     """A causal LM from a reference; a saved LoRA adapter is applied to its base model."""
-    name, kwargs = _pretrained_args(ref)
+    name, kwargs = pretrained_args(ref)
     adapter = Path(name) / "adapter_config.json"
     if adapter.is_file():
         from peft import PeftModel
@@ -173,7 +175,7 @@ def load_policy(ref: dict[str, Any], dtype: str = "float32") -> PreTrainedModel:
 
 
 def load_reward_model(ref: dict[str, Any], dtype: str = "float32") -> GPTNeoXForSequenceClassification:
-    name, kwargs = _pretrained_args(ref)
+    name, kwargs = pretrained_args(ref)
     return GPTNeoXForSequenceClassification.from_pretrained(name, dtype=DTYPES[dtype], num_labels=1, **kwargs)
 
 

@@ -72,21 +72,15 @@ class DiffusionTrajectories(ScoredSamples):
 
     @classmethod
     def load_tokenizer(cls, data_dir: Path, policy_ref: dict[str, Any]):
-        from transformers import AutoTokenizer
+        from rebel.diffusion import load_tokenizer
 
-        where = policy_ref.get("path") or policy_ref["id"]
-        kwargs = {} if "path" in policy_ref else {"revision": policy_ref.get("revision")}
-        return AutoTokenizer.from_pretrained(where, subfolder="tokenizer", **kwargs)
+        return load_tokenizer(policy_ref)
 
     @classmethod
     def load_policy(cls, policy_ref: dict[str, Any], dtype: str) -> torch.nn.Module:
-        from diffusers import UNet2DConditionModel
+        from rebel.diffusion import load_unet
 
-        where = policy_ref.get("path") or policy_ref["id"]
-        kwargs = {} if "path" in policy_ref else {"revision": policy_ref.get("revision")}
-        return UNet2DConditionModel.from_pretrained(
-            where, subfolder="unet", torch_dtype=getattr(torch, dtype), **kwargs
-        )
+        return load_unet(policy_ref, dtype)
 
     @classmethod
     def load_reward_model(cls, cfg: dict[str, Any], rm_ref: Path | None, dtype: str) -> Callable:

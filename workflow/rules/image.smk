@@ -92,7 +92,9 @@ rule image_report:
         md="tables/image.md",
         fig3=report("figures/fig3.png", caption="../report/fig3.rst", category="Image generation"),
         fig3_csv="figures/fig3.csv",
+        fig3_pdf="figures/fig3.pdf",
         fig4=report("figures/fig4.png", caption="../report/fig4.rst", category="Image generation"),
+        fig4_pdf="figures/fig4.pdf",
     params:
         cmd=IMAGE_STAGE.format(stage="image-report"),
         results=folder_above(3),
