@@ -29,12 +29,15 @@ from rebel.errors import HarnessError
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 """The 8 MT-Bench categories in the order of FastChat's question ids (81-160) and paper Figure 7."""
-NEED_REF_CATS = ("math", "reasoning", "coding")
-"""Categories graded with the reference-answer prompts (FastChat ``llm_judge/common.py``)."""
 
 
 def _row_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("id", "subreddit", "title", "post")}
+    return {k: row[k] for k in ("id", "subreddit", "title", "post", "messages") if k in row}
+
+
+def _asked(row: dict[str, Any]) -> str:
+    """What a test row asks: its user turn (chat form), else its TL;DR prompt."""
+    return row["messages"][-1]["content"] if "messages" in row else D.prompt_text(row)
 
 
 def embedded_instructions(test_rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
@@ -44,7 +47,7 @@ def embedded_instructions(test_rows: list[dict[str, Any]], n: int, seed: int) ->
     index = sorted(random.Random(seed).sample(range(len(test_rows)), n))
     return [
         {
-            "instruction": D.prompt_text(test_rows[i]),
+            "instruction": _asked(test_rows[i]),
             "output": test_rows[i]["reference"],
             "generator": "human_reference",
             "dataset": "embedded_tldr",
@@ -57,8 +60,12 @@ def embedded_instructions(test_rows: list[dict[str, Any]], n: int, seed: int) ->
 def embedded_questions(test_rows: list[dict[str, Any]], n_per_category: int, seed: int) -> list[dict[str, Any]]:
     """``8 * n_per_category`` two-turn MT-Bench-format questions from seeded test posts.
 
-    Turn posts are drawn without replacement while the split lasts, then cycle.
+    Turn posts are drawn without replacement while the split lasts, then cycle. The categories graded
+    with reference answers are FastChat's ``NEED_REF_CATS`` (``fastchat.llm_judge.common``, imported here
+    because its import takes seconds).
     """
+    from fastchat.llm_judge.common import NEED_REF_CATS
+
     order = list(range(len(test_rows)))
     random.Random(seed).shuffle(order)
     questions = []
@@ -68,7 +75,7 @@ def embedded_questions(test_rows: list[dict[str, Any]], n_per_category: int, see
         question = {
             "question_id": 81 + i,
             "category": category,
-            "turns": [D.prompt_text(r) for r in rows],
+            "turns": [_asked(r) for r in rows],
             "rows": [_row_fields(r) for r in rows],
         }
         if category in NEED_REF_CATS:
@@ -88,17 +95,47 @@ def generate_answers(
 ) -> list[str]:
     """One answer per prompt row, sampled as in the Table 1 evaluation (:func:`eval.evaluate.sample_eval_responses`).
 
-    Embedded rows are TL;DR posts (``subreddit``, ``title``, ``post``), encoded as in training.
+    Embedded TL;DR rows are posts (``subreddit``, ``title``, ``post``), encoded as in training.
     """
     from eval.evaluate import sample_eval_responses
 
     if cfg["data"]["source"] != "synthetic":
         raise HarnessError(
-            "chat answers are generated for the embedded task only; the chat training setting "
-            "(a chat model and its template) is a later issue"
+            "TL;DR policies answer the embedded task only; a chat policy (data.format: chat) answers any prompt"
         )
     device = next(policy.parameters()).device
     _, _, r_ids, r_mask, _ = sample_eval_responses(
         cfg, policy, tokenizer, rows, seed=seed, max_new_tokens=max_new_tokens, device=device
+    )
+    return D.decode_responses(tokenizer, r_ids, r_mask)
+
+
+def chat_answers(
+    cfg: dict[str, Any],
+    policy: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    *,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float | None = None,
+) -> list[str]:
+    """A chat policy's answer to each rendered prompt (its chat template, or FastChat's conversation template),
+    sampled as in the Table 1 evaluation; prompts may be longer than ``data.prompt_length`` (a second turn)."""
+    from eval.evaluate import sample_eval_responses
+
+    rows = [{"id": f"prompt-{i}", "prompt": p} for i, p in enumerate(prompts)]
+    length = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    device = next(policy.parameters()).device
+    _, _, r_ids, r_mask, _ = sample_eval_responses(
+        cfg,
+        policy,
+        tokenizer,
+        rows,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        temperature=temperature,
+        prompt_length=max(length, cfg["data"]["prompt_length"]),
     )
     return D.decode_responses(tokenizer, r_ids, r_mask)

@@ -1,5 +1,9 @@
-"""Pipeline stages of the chat evaluation: the evaluation sets, and AlpacaEval 2.0
-plus MT-Bench of one policy, judged through an OpenAI-compatible endpoint (``chat_eval.judge``).
+"""Pipeline stages of the chat evaluation: the evaluation sets, and AlpacaEval 2.0, MT-Bench and (when
+configured) Arena-Hard of one policy, judged through an OpenAI-compatible endpoint (``chat_eval.judge``).
+
+A chat policy (``data.format: chat``) answers every prompt through its chat template (or, for MT-Bench,
+FastChat's conversation template ``chat_eval.mt_bench.conv_template``), the second MT-Bench turn with the
+first turn and its answer in the conversation; an embedded TL;DR policy answers each turn's TL;DR prompt.
 
 ``chat_eval.judge.type``:
 
@@ -31,6 +35,8 @@ from rebel.errors import ConfigError, HarnessError
 INSTRUCTIONS = "alpaca_instructions.json"
 QUESTIONS = "mt_bench_questions.jsonl"
 JUDGE_CACHE = "judge_cache.jsonl"
+ARENA_QUESTIONS = "arena_hard_questions.jsonl"
+ARENA_BASELINE = "arena_hard_baseline.jsonl"
 
 
 def write_chat_sets(cfg: dict[str, Any], data_dir: Path, out: Path, fastchat_cache: Path) -> None:
@@ -63,6 +69,38 @@ def write_chat_sets(cfg: dict[str, Any], data_dir: Path, out: Path, fastchat_cac
     out.mkdir(parents=True, exist_ok=True)
     (out / INSTRUCTIONS).write_text(json.dumps(instructions, indent=1))
     D.write_jsonl(out / QUESTIONS, questions)
+    if chat.get("arena_hard") is not None:
+        _write_arena_hard_set(cfg, data_dir, out)
+
+
+def _write_arena_hard_set(cfg: dict[str, Any], data_dir: Path, out: Path) -> None:
+    """Arena-Hard's questions and baseline answers in arena-hard-auto's formats: the embedded stand-in (seeded
+    test prompts of the chat task, human references as the baseline's answers) or local copies of
+    ``question.jsonl`` and ``model_answer/gpt-4-0314.jsonl``."""
+    from eval import arena_hard as AH
+
+    spec = cfg["chat_eval"]["arena_hard"]
+    if spec["source"] == "embedded":
+        if cfg["data"].get("format", "tldr") != "chat" or cfg["data"]["source"] != "synthetic":
+            raise ConfigError("key 'chat_eval.arena_hard.source': 'embedded' needs the embedded chat task")
+        questions, baseline = AH.embedded_set(
+            D.read_jsonl(data_dir / "test.jsonl"), spec["n_questions"], cfg["data"]["seed"]
+        )
+    else:
+        questions = AH.load_questions(Path(spec["source"]["questions"]))[: spec["n_questions"]]
+        answers = AH.load_answers(Path(spec["source"]["baseline"]))
+        missing = [q["question_id"] for q in questions if q["question_id"] not in answers]
+        if missing:
+            raise HarnessError(f"chat_eval.arena_hard.source.baseline: no answer to question {missing[0]}")
+        baseline = [
+            {
+                "question_id": q["question_id"],
+                "model_id": "baseline",
+                "choices": [{"index": 0, "turns": [{"content": answers[q["question_id"]]}]}],
+            }
+            for q in questions
+        ]
+    AH.write_set(questions, baseline, out)
 
 
 @contextlib.contextmanager
@@ -84,40 +122,46 @@ def judge_client(cfg: dict[str, Any], cache_path: Path, model: str) -> Iterator[
 def evaluate_chat(
     cfg: dict[str, Any], policy_ref: Path, *, seed: int, name: str, data_dir: Path, sets_dir: Path, out: Path
 ) -> dict[str, Any]:
-    """AlpacaEval 2.0 and MT-Bench of one policy: ``out/alpaca_eval.json``, ``out/mt_bench.json`` and their
-    generations and judgments."""
+    """AlpacaEval 2.0, MT-Bench and (with ``chat_eval.arena_hard``) Arena-Hard of one policy:
+    ``out/alpaca_eval.json``, ``out/mt_bench.json``, ``out/arena_hard.json`` and their generations and judgments."""
     from eval.alpaca import run_alpaca_eval
     from eval.mt_bench import run_mt_bench
 
     chat = cfg["chat_eval"]
+    is_chat = cfg["data"].get("format", "tldr") == "chat"
     instructions = json.loads((sets_dir / INSTRUCTIONS).read_text())
     questions = D.read_jsonl(sets_dir / QUESTIONS)
-    for item in (*instructions, *questions):
-        if "row" not in item and "rows" not in item:
-            raise HarnessError(
-                "chat answers are generated for the embedded task only; the chat training setting "
-                "(a chat model and its template) is a later issue"
-            )
+    if not is_chat:
+        for item in (*instructions, *questions):
+            if "row" not in item and "rows" not in item:
+                raise HarnessError(
+                    "a TL;DR policy answers the embedded task's sets only; a chat policy (data.format: chat) any"
+                )
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     policy = M.load_policy(M.read_model_ref(policy_ref), cfg["model"]["dtype"])
     policy = policy.to(M.resolve_device(cfg["runtime"]["device"])).eval()
-    outputs = chat_data.generate_answers(
-        cfg,
-        policy,
-        tokenizer,
-        [i["row"] for i in instructions],
-        seed=seed,
-        max_new_tokens=chat["alpaca"]["max_new_tokens"],
-    )
-    turns = chat_data.generate_answers(
-        cfg,
-        policy,
-        tokenizer,
-        [r for q in questions for r in q["rows"]],
-        seed=seed,
-        max_new_tokens=chat["mt_bench"]["max_new_tokens"],
-    )
-    answers = [turns[2 * i : 2 * i + 2] for i in range(len(questions))]
+    answer = _chat_answerer(cfg, policy, tokenizer, seed) if is_chat else None
+    if is_chat:
+        outputs = answer([[_user(i["instruction"])] for i in instructions], chat["alpaca"]["max_new_tokens"])
+        answers = _mt_bench_chat_answers(cfg, answer, questions)
+    else:
+        outputs = chat_data.generate_answers(
+            cfg,
+            policy,
+            tokenizer,
+            [i["row"] for i in instructions],
+            seed=seed,
+            max_new_tokens=chat["alpaca"]["max_new_tokens"],
+        )
+        turns = chat_data.generate_answers(
+            cfg,
+            policy,
+            tokenizer,
+            [r for q in questions for r in q["rows"]],
+            seed=seed,
+            max_new_tokens=chat["mt_bench"]["max_new_tokens"],
+        )
+        answers = [turns[2 * i : 2 * i + 2] for i in range(len(questions))]
     model_outputs = [{**i, "output": o, "generator": name} for i, o in zip(instructions, outputs)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "alpaca_outputs.json").write_text(json.dumps(model_outputs, indent=1))
@@ -146,4 +190,103 @@ def evaluate_chat(
             out_dir=out,
             name=name,
         )
-    return {"alpaca_eval": alpaca, "mt_bench": mt}
+    results = {"alpaca_eval": alpaca, "mt_bench": mt}
+    if chat.get("arena_hard") is not None:
+        if answer is None:
+            raise ConfigError("key 'chat_eval.arena_hard': Arena-Hard needs a chat policy (data.format: chat)")
+        results["arena_hard"] = _arena_hard(cfg, answer, sets_dir, cache, out, name)
+    return results
+
+
+def _user(content: str) -> dict[str, str]:
+    return {"role": "user", "content": content}
+
+
+def _chat_answerer(cfg: dict[str, Any], policy, tokenizer, seed: int):
+    """``answer(conversations, max_new_tokens, temperature=None)``: the policy's next assistant turn of each
+    conversation, rendered by its tokenizer's chat template."""
+
+    def answer(conversations: list[list[dict[str, str]]], max_new_tokens: int, temperature: float | None = None):
+        prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        return chat_data.chat_answers(
+            cfg, policy, tokenizer, prompts, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature
+        )
+
+    answer.policy, answer.tokenizer, answer.seed = policy, tokenizer, seed
+    return answer
+
+
+def _mt_bench_chat_answers(cfg: dict[str, Any], answer, questions: list[dict[str, Any]]) -> list[list[str]]:
+    """Both turns of every MT-Bench question, the second with the first and its answer in the conversation
+    (FastChat's ``gen_model_answer.py``): through FastChat's conversation template when
+    ``chat_eval.mt_bench.conv_template`` names one, at FastChat's per-category temperatures for its questions."""
+    from eval.mt_bench import answer_temperature, fastchat_prompt
+
+    spec = cfg["chat_eval"]["mt_bench"]
+    fastchat = spec["source"] == "fastchat"
+    first: list[str] = []
+    second: list[str] = []
+    for turn, out in ((0, first), (1, second)):
+        by_temperature: dict[float | None, list[int]] = {}
+        for i, q in enumerate(questions):
+            by_temperature.setdefault(answer_temperature(q["category"]) if fastchat else None, []).append(i)
+        texts: dict[int, str] = {}
+        for temperature, index in by_temperature.items():
+            if temperature == 0.0:
+                temperature = cfg["eval"][
+                    "temperature"
+                ]  # greedy in FastChat; our sampler's near-greedy eval temperature
+            if spec.get("conv_template"):
+                prompts = [
+                    fastchat_prompt(
+                        spec["conv_template"], questions[i]["turns"][: turn + 1], first[i : i + 1] if turn else []
+                    )
+                    for i in index
+                ]
+                replies = chat_data.chat_answers(
+                    cfg,
+                    answer.policy,
+                    answer.tokenizer,
+                    prompts,
+                    seed=answer.seed,
+                    max_new_tokens=spec["max_new_tokens"],
+                    temperature=temperature,
+                )
+            else:
+                conversations = []
+                for i in index:
+                    turns = questions[i]["turns"]
+                    history = [_user(turns[0]), {"role": "assistant", "content": first[i]}] if turn else []
+                    conversations.append([*history, _user(turns[turn])])
+                replies = answer(conversations, spec["max_new_tokens"], temperature)
+            texts.update(zip(index, replies))
+        out.extend(texts[i] for i in range(len(questions)))
+    return [[a, b] for a, b in zip(first, second)]
+
+
+def _arena_hard(cfg: dict[str, Any], answer, sets_dir: Path, cache: Path, out: Path, name: str) -> dict[str, Any]:
+    """Arena-Hard of one chat policy: its answers to the set's questions, judged in both orders against the
+    baseline's (:func:`eval.arena_hard.run_arena_hard`)."""
+    from eval import arena_hard as AH
+
+    spec = cfg["chat_eval"]["arena_hard"]
+    questions = AH.load_questions(sets_dir / ARENA_QUESTIONS)
+    baseline = AH.load_answers(sets_dir / ARENA_BASELINE)
+    replies = answer(
+        [q.get("messages") or [_user(q["turns"][0]["content"])] for q in questions], spec["max_new_tokens"]
+    )
+    D.write_jsonl(
+        out / "arena_hard_answers.jsonl",
+        ({"question_id": q["question_id"], "model_id": name, "answer": a} for q, a in zip(questions, replies)),
+    )
+    with judge_client(cfg, cache, spec["judge_model"]) as client:
+        return AH.run_arena_hard(
+            questions,
+            {q["question_id"]: a for q, a in zip(questions, replies)},
+            baseline,
+            client=client,
+            judge_model=spec["judge_model"],
+            judge_max_tokens=spec["judge_max_tokens"],
+            out_dir=out,
+            name=name,
+        )

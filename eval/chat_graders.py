@@ -1,4 +1,4 @@
-"""Loopback-server graders for the AlpacaEval and MT-Bench judge prompts, backed by the embedded gold judge.
+"""Loopback-server graders for the AlpacaEval, MT-Bench and Arena-Hard judge prompts, backed by the embedded gold judge.
 
 They read the judge prompt the evaluator sent (the exact text GPT-4 would get), recover the
 post and the answer(s) from it, and answer in the judge's own format from the hidden gold
@@ -13,6 +13,11 @@ quality q of ``rebel/synthetic_tldr.py`` (coverage minus penalties, at most 1):
   answer): ``Rating: [[r]]`` with r = round(1 + 9 · clip((q + 1) / 2, 0, 1)), so q = 1 (every
   fact, nothing else) is 10, q = 0 is 6 and q ≤ −1 is 1. The reference answer is ignored:
   the gold judge knows the post's facts.
+- **Arena-Hard v0.1** (arena-hard-auto's pairwise prompt, :mod:`eval.arena_hard`): the judge's
+  own answer (the oracle summary), then ``My final verdict is: [[X]]`` from d = q_A − q_B
+  (rounded to 9 decimals): ``A>>B`` if d ≥ 0.5, ``A>B`` if d ≥ 0.1, ``A=B`` if |d| < 0.1,
+  ``B>A`` if d ≤ −0.1, ``B>>A`` if d ≤ −0.5. A strong verdict takes half the post's facts more
+  (or an invented fact, −0.6); a slight one any single flaw (the smallest, a filler word, is −0.15).
 
 A prompt of any other format is declined (``None``) so another grader can answer it.
 """
@@ -39,6 +44,14 @@ _SINGLE = re.compile(
     r"\[The Start of Assistant's Answer\]\n(?P<answer>.*?)\n\[The End of Assistant's Answer\]",
     re.DOTALL,
 )
+_ARENA_HARD = re.compile(
+    r"<\|User Prompt\|>\n(?P<question>.*?)\n\n<\|The Start of Assistant A's Answer\|>\n(?P<answer_a>.*?)"
+    r"\n<\|The End of Assistant A's Answer\|>\n\n<\|The Start of Assistant B's Answer\|>\n(?P<answer_b>.*?)"
+    r"\n<\|The End of Assistant B's Answer\|>",
+    re.DOTALL,
+)
+ARENA_HARD_STRONG, ARENA_HARD_SLIGHT = 0.5, 0.1
+"""Arena-Hard grader: |q_A − q_B| from which a verdict is strong (``>>``) / slight (``>``); below: a tie."""
 _MULTI = re.compile(
     r"<\|The Start of Assistant A's Conversation with User\|>\n\n### User:\n(?P<question_1>.*?)"
     r"\n\n### Assistant A:\n(?P<answer_1>.*?)\n\n### User:\n(?P<question_2>.*?)"
@@ -86,6 +99,31 @@ def mt_bench_judgment(request: dict[str, Any]) -> str | None:
     return f"The answer to turn {turn} has gold quality {task.gold_quality(question, answer):.2f}. Rating: [[{rating}]]"
 
 
+def arena_hard_verdict(difference: float) -> str:
+    """The Arena-Hard label for a gold-quality difference d = q_A − q_B (thresholds in the module docstring)."""
+    d = round(difference, 9)  # differences of sums of tenths and thirds: 0.6 - 0.5 must be 0.1
+    if abs(d) < ARENA_HARD_SLIGHT:
+        return "A=B"
+    better, worse = ("A", "B") if d > 0 else ("B", "A")
+    return f"{better}{'>>' if abs(d) >= ARENA_HARD_STRONG else '>'}{worse}"
+
+
+def arena_hard_judgment(request: dict[str, Any]) -> str | None:
+    """The judgment text for arena-hard-auto's pairwise prompt (its first attempt or the follow-up), else None."""
+    user = next((m for m in request.get("messages", []) if m.get("role") == "user"), {})
+    match = _ARENA_HARD.fullmatch(str(user.get("content", "")))
+    if match is None or not task.post_facts(match["question"]):
+        return None
+    question = match["question"]
+    q_a, q_b = task.gold_quality(question, match["answer_a"]), task.gold_quality(question, match["answer_b"])
+    verdict = arena_hard_verdict(q_a - q_b)
+    return (
+        f"My own answer to the prompt would be:{task.oracle_summary(question)}\n\n"
+        f"Assistant A's answer has gold quality {q_a:.2f}; Assistant B's answer has gold quality {q_b:.2f}.\n\n"
+        f"My final verdict is: [[{verdict}]]"
+    )
+
+
 def alpaca_grader(request: dict[str, Any]) -> GraderReply | None:
     """Loopback-server grader for AlpacaEval's annotator prompt (see the module docstring)."""
     judged = alpaca_judgment(request)
@@ -98,4 +136,10 @@ def mt_bench_grader(request: dict[str, Any]) -> GraderReply | None:
     return None if judged is None else GraderReply(text=judged)
 
 
-CHAT_GRADERS = (alpaca_grader, mt_bench_grader)
+def arena_hard_grader(request: dict[str, Any]) -> GraderReply | None:
+    """Loopback-server grader for arena-hard-auto's v0.1 pairwise prompt (see the module docstring)."""
+    judged = arena_hard_judgment(request)
+    return None if judged is None else GraderReply(text=judged)
+
+
+CHAT_GRADERS = (alpaca_grader, mt_bench_grader, arena_hard_grader)

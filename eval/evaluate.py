@@ -33,6 +33,7 @@ from eval.judges import GoldJudge, Judge
 from rebel import data as D
 from rebel import kernels
 from rebel import models as M
+from rebel import reward_models as RM
 from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
 from rebel.generation import make_backend, sample_responses
@@ -129,10 +130,13 @@ def sample_eval_responses(
     max_new_tokens: int,
     device: torch.device,
     temperature: float | None = None,
+    prompt_length: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """One response per prompt row at ``temperature`` (default ``eval.temperature``), drawn from ``seed``
-    (the same draws for every policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``."""
-    prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, cfg["data"]["prompt_length"]))
+    (the same draws for every policy): ``(prompt ids, prompt mask, response ids, response mask, has_eos)``.
+    Prompts are padded to ``prompt_length`` tokens (default ``data.prompt_length``)."""
+    length = prompt_length or cfg["data"]["prompt_length"]
+    prompt_ids, prompt_mask = (t.to(device) for t in D.encode_prompts(tokenizer, rows, length))
     torch.manual_seed(seed)
     backend = make_backend(cfg, tokenizer.eos_token_id, tokenizer.pad_token_id)
     return sample_responses(
@@ -154,7 +158,7 @@ def penalized_rm_scores(
     cfg: dict[str, Any], reward_model: torch.nn.Module, chunks: list[tuple[torch.Tensor, ...]], has_eos: torch.Tensor
 ) -> torch.Tensor:
     """The reward model's score of each response, Γ (``policy.missing_eos_penalty``) where it has no EOS."""
-    rm = score_batches(lambda *c: M.reward_scores(reward_model, *c), chunks)
+    rm = score_batches(lambda *c: RM.reward_scores(reward_model, *c), chunks)
     return torch.where(has_eos, rm, torch.full_like(rm, cfg["policy"]["missing_eos_penalty"]))
 
 
@@ -216,7 +220,7 @@ class CurveEvaluator:
             key="eval.curve.n_prompts",
             split="validation",
         )
-        self.reward_model = M.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
+        self.reward_model = RM.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
         judge = cfg["eval"]["judge"]
         self.judge = GoldJudge() if judge["type"] == "gold" else None
 
@@ -277,7 +281,7 @@ def evaluate_policy(
     policy = M.load_policy(M.read_model_ref(policy_ref), dtype).to(device).eval()
     is_adapter = hasattr(policy, "disable_adapter")
     reference = M.Reference(policy, None if is_adapter else M.load_policy(M.read_model_ref(sft_ref), dtype).to(device))
-    reward_model = M.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval()
+    reward_model = RM.load_reward_model(M.read_model_ref(rm_ref), dtype).to(device).eval()
 
     temperature = cfg["policy"]["temperature"]
 
@@ -373,7 +377,7 @@ def evaluate_ceiling(
         raise HarnessError("the ceiling needs data.source 'synthetic' (only there is the best summary known)")
     device = M.resolve_device(cfg["runtime"]["device"])
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
-    reward_model = M.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
+    reward_model = RM.load_reward_model(M.read_model_ref(rm_ref), cfg["model"]["dtype"]).to(device).eval()
 
     def oracle(rows: list[dict[str, Any]], oracle_judge: Judge | None) -> dict[str, Any]:
         texts = [task.oracle_summary(D.prompt_text(r)) for r in rows]

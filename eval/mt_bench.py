@@ -1,20 +1,33 @@
 """MT-Bench single-answer grading (paper Tables 2-3) and its radar chart (paper Figure 7).
 
-FastChat's own judge needs ``openai<1`` (it conflicts with ``alpaca-eval``), so grading
-follows FastChat's ``llm_judge`` (``gen_judgment.py --mode single``, ``common.py``) with our
-:class:`~eval.judge_client.ChatClient`:
+FastChat (``fschat``, installed without its ``llm_judge`` extra, whose ``openai<1`` conflicts with
+``alpaca-eval``) provides MT-Bench's constants and helpers, from ``fastchat.llm_judge.common``:
+the reference-answer categories ``NEED_REF_CATS``, the answer temperatures
+``temperature_config``, the rating patterns ``one_score_pattern`` / ``one_score_pattern_backup``
+and the judge-prompt loader ``load_judge_prompts``; and, from ``fastchat.conversation``, the
+conversation templates MT-Bench answers are generated with (:func:`fastchat_prompt`). FastChat's
+own judge calls (``chat_completion_openai``, ``run_judge_single``) use the ``openai<1`` API, so
+grading follows FastChat's ``llm_judge`` (``gen_judgment.py --mode single``, ``common.py``) with
+our :class:`~eval.judge_client.ChatClient`:
 
-- prompts: FastChat's ``judge_prompts.jsonl`` (verbatim in
-  ``workflow/resources/mt_bench/judge_prompts_single.jsonl``): ``single-v1`` for turn 1,
-  ``single-v1-multi-turn`` for turn 2 (the whole conversation, judged on the second
-  answer); the categories math, reasoning and coding use the reference-answer variants
-  ``single-math-v1`` / ``single-math-v1-multi-turn`` with the GPT-4 reference answers;
+- prompts: FastChat's ``judge_prompts.jsonl`` at a pinned commit (the four single-answer
+  prompts, verbatim in ``workflow/resources/mt_bench/judge_prompts_single.jsonl``, read by
+  FastChat's loader): ``single-v1`` for turn 1, ``single-v1-multi-turn`` for turn 2 (the whole
+  conversation, judged on the second answer); the categories math, reasoning and coding use the
+  reference-answer variants ``single-math-v1`` / ``single-math-v1-multi-turn`` with the GPT-4
+  reference answers;
 - the judge sees a system message (the prompt's ``system_prompt``) and one user message,
   at temperature 0 with up to ``judge_max_tokens`` (FastChat: 2048) tokens;
-- rating: the first ``[[x]]`` in the judgment, else the first ``[x]``; none is -1
-  (FastChat's value), counted as a parse failure and excluded from every mean;
+- rating: FastChat's patterns, the first ``[[x]]`` in the judgment, else the first ``[x]``; none
+  is -1 (FastChat's value), counted as a parse failure and excluded from every mean;
 - the score is the mean over all valid turn ratings; a category's score is the mean over
   its questions' valid ratings of both turns (Figure 7).
+
+``fastchat.llm_judge.common`` is imported on first use (:func:`fastchat_judge`; the module
+attributes ``NEED_REF_CATS``, ``temperature_config``, ``one_score_pattern`` and
+``one_score_pattern_backup`` are FastChat's objects, looked up lazily): its import loads torch,
+transformers, openai and anthropic (seconds), which Table 2's radar chart and
+``mt-bench-setup`` do not need.
 
 Real runs read the 80 questions and GPT-4's reference answers from FastChat's public
 repository at a pinned commit (:func:`download_fastchat`, run once at setup).
@@ -23,14 +36,14 @@ repository at a pinned commit (:func:`download_fastchat`, run once at setup).
 from __future__ import annotations
 
 import json
-import re
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from eval.chat_data import MT_BENCH_CATEGORIES, NEED_REF_CATS
+from eval.chat_data import MT_BENCH_CATEGORIES
 from eval.judge_client import ChatClient
 from rebel.errors import HarnessError
 from rebel.paths import REPO_ROOT
@@ -41,20 +54,63 @@ FASTCHAT_CACHE = REPO_ROOT / "workflow" / "resources" / "mt_bench" / "cache"
 FASTCHAT_RAW = "https://raw.githubusercontent.com/lm-sys/FastChat/{commit}/fastchat/llm_judge/data/mt_bench/{file}"
 FASTCHAT_FILES = ("question.jsonl", "reference_answer/gpt-4.jsonl")
 
-ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
-ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+FROM_FASTCHAT = ("NEED_REF_CATS", "temperature_config", "one_score_pattern", "one_score_pattern_backup")
+"""Module attributes that are ``fastchat.llm_judge.common``'s own objects (resolved on first access)."""
+DEFAULT_TEMPERATURE = 0.7
+"""FastChat ``gen_model_answer.py``'s temperature for a category missing from ``temperature_config``."""
+
+
+def fastchat_judge() -> ModuleType:
+    """``fastchat.llm_judge.common``, imported on first use (its import takes seconds: torch, transformers,
+    openai, anthropic)."""
+    from fastchat.llm_judge import common
+
+    return common
+
+
+def __getattr__(name: str) -> Any:
+    if name in FROM_FASTCHAT:
+        return getattr(fastchat_judge(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_judge_prompts(path: Path = JUDGE_PROMPTS) -> dict[str, dict[str, str]]:
-    with path.open() as f:
-        return {p["name"]: p for p in map(json.loads, f) if p.get("type") == "single"}
+    """Judge prompts by name, read by FastChat's ``load_judge_prompts`` (every line of ``path``; the pinned
+    file holds the four single-answer prompts)."""
+    return fastchat_judge().load_judge_prompts(str(path))
+
+
+def answer_temperature(category: str) -> float:
+    """The sampling temperature of an MT-Bench answer in ``category``, FastChat's ``temperature_config``
+    (``gen_model_answer.py``; 0 means greedy decoding there). A category missing from ``temperature_config``
+    gets 0.7, FastChat's default."""
+    return float(fastchat_judge().temperature_config.get(category, DEFAULT_TEMPERATURE))
+
+
+def fastchat_prompt(template: str, turns: list[str], answers: list[str]) -> str:
+    """The generation prompt of turn ``len(answers) + 1`` of a question in FastChat's conversation
+    ``template`` (e.g. ``"openchat_3.5"``), as ``gen_model_answer.py`` builds it: the earlier turns with their
+    answers, then the turn to answer and an empty assistant message."""
+    from fastchat.conversation import conv_templates, get_conv_template
+
+    if template not in conv_templates:
+        raise HarnessError(f"FastChat has no conversation template '{template}'")
+    if len(answers) >= len(turns):
+        raise ValueError(f"{len(answers)} answers for {len(turns)} turns: no turn left to answer")
+    conv = get_conv_template(template)
+    for question, answer in zip(turns, answers):
+        conv.append_message(conv.roles[0], question)
+        conv.append_message(conv.roles[1], answer)
+    conv.append_message(conv.roles[0], turns[len(answers)])
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
 
 
 def prompt_name(category: str, turn: int) -> str:
     """FastChat's judge prompt for a question's category and turn (1 or 2)."""
     if turn not in (1, 2):
         raise ValueError(f"MT-Bench turn must be 1 or 2, not {turn}")
-    name = "single-math-v1" if category in NEED_REF_CATS else "single-v1"
+    name = "single-math-v1" if category in fastchat_judge().NEED_REF_CATS else "single-v1"
     return name + ("-multi-turn" if turn == 2 else "")
 
 
@@ -64,7 +120,7 @@ def judge_messages(
     """The judge conversation for one turn of one answered question (FastChat ``run_judge_single``)."""
     template = prompts[prompt_name(question["category"], turn)]
     kwargs: dict[str, str] = {}
-    if question["category"] in NEED_REF_CATS:
+    if question["category"] in fastchat_judge().NEED_REF_CATS:
         if "reference" not in question:
             raise HarnessError(
                 f"MT-Bench question {question['question_id']} ({question['category']}) has no reference answer"
@@ -86,10 +142,12 @@ def judge_messages(
 
 
 def parse_rating(judgment: str | None) -> float:
-    """FastChat's rating parser: ``[[x]]``, else ``[x]``; -1 when neither is found (or no reply)."""
+    """FastChat's rating parser (``run_judge_single``): its ``one_score_pattern`` (``[[x]]``), else
+    ``one_score_pattern_backup`` (``[x]``); -1 when neither is found (or no reply)."""
     if judgment is None:
         return -1
-    match = ONE_SCORE.search(judgment) or ONE_SCORE_BACKUP.search(judgment)
+    common = fastchat_judge()
+    match = common.one_score_pattern.search(judgment) or common.one_score_pattern_backup.search(judgment)
     return float(match.group(1)) if match else -1
 
 
@@ -118,8 +176,9 @@ def load_fastchat_questions(cache_dir: Path, commit: str) -> list[dict[str, Any]
         r["question_id"]: r["choices"][0]["turns"]
         for r in map(json.loads, filter(str.strip, paths[1].read_text().splitlines()))
     }
+    need_ref = fastchat_judge().NEED_REF_CATS
     for q in questions:
-        if q["category"] in NEED_REF_CATS:
+        if q["category"] in need_ref:
             q["reference"] = references[q["question_id"]]
     return questions
 

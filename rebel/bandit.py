@@ -173,6 +173,8 @@ class TabularPolicy(torch.nn.Module):
 class TabularCritic(torch.nn.Module):
     """A value table ``V(x)`` with the interface of the reward-model backbone (``gpt_neox``, ``score``)."""
 
+    base_model_prefix = "gpt_neox"
+
     def __init__(self, contexts: int) -> None:
         super().__init__()
         self.values = torch.nn.Parameter(torch.zeros(contexts))

@@ -2,7 +2,7 @@
 
 ``python -m rebel export-cache --results results --out cache`` copies, from a results root, only
 the files the render rules read (``RENDER_FILES``: eval.json, run.json, metrics.jsonl,
-generations.jsonl, the chat evaluations and leaderboard.json, the data and reward-model statistics, the
+generations.jsonl, the chat evaluations (with Arena-Hard) and leaderboard.json of every policy, the data and reward-model statistics, the
 search and bandit records, the GPU benchmark's JSON/CSV), keeping their modification times, and refuses any
 file larger than ``MAX_BYTES`` (model weights never qualify). ``snakemake <target> --config render_from=cache``
 then renders from the copy: no rule writes under ``cache/``, so Snakemake schedules no training
@@ -33,7 +33,12 @@ RENDER_FILES = (
         )
     ),
     *(f"*/ablation/eta*/seed*/{name}" for name in ("eval.json", "run.json", "metrics.jsonl", "generations.jsonl")),
-    *(f"*/*/seed*/{name}" for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "leaderboard.json")),
+    *(
+        f"{policy}/{name}"
+        # TL;DR policies; the chat setting's starting policy, runs and their snapshots (Tables 2, 3)
+        for policy in ("*/*/seed*", "*/sft", "*/*/seed*/iter*", "*/external/*")
+        for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "chat/arena_hard.json", "leaderboard.json")
+    ),
     "*/search/*/lr*/eval.json",
     "*/search/*/kl*/eval.json",
     "reproducibility/*/results/*/*/seed*/eval.json",

@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
                 help="policy.kl_coef γ of this run (the search's grid point; default: the config's)",
             )
             p.add_argument(
+                "--prefs",
+                type=Path,
+                default=None,
+                help="preference pairs an offline algorithm trains on instead of DATA/prefs_train.jsonl "
+                "(Table 3: DPO on another run's pairs/iter1.jsonl)",
+            )
+            p.add_argument(
                 "--algorithm-param",
                 action="append",
                 default=[],
@@ -140,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     p = stage("chat-eval", "data", "sets", "policy", "out")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--name", required=True, help="the policy's name in the annotations (e.g. rebel_seed1)")
-    stage("table2", "results", "csv", "md", "mt-bench-csv", "png")
+    stage("tldr-chat", "results", "csv", "md", "mt-bench-csv", "png")
+    stage("chat-table", "results", "csv", "md", "mt-bench-csv", "png")
     stage("search-table", "results", "csv", "md")
     stage("leaderboard", "data", "policy", "out")
     stage("table6", "results", "csv", "md")
@@ -279,6 +287,7 @@ def _train(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
             monitor=monitor,
             preference=preference_oracle(judge) if judge else None,
             curve=curve,
+            data_file=args.prefs,
         )
 
 
@@ -424,10 +433,16 @@ def _chat_eval(args: argparse.Namespace, cfg: dict, device: torch.device) -> Non
     )
 
 
-def _table2(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+def _tldr_chat(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
     from eval.table2 import write_table2
 
     write_table2(cfg, args.results, args.csv, args.md, args.mt_bench_csv, args.png)
+
+
+def _chat_table(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
+    from eval.chat_tables import write_chat_table
+
+    write_chat_table(cfg, args.results, args.csv, args.md, args.mt_bench_csv, args.png)
 
 
 def _table1(args: argparse.Namespace, cfg: dict, device: torch.device) -> None:
@@ -540,7 +555,8 @@ STAGES: dict[str, Handler] = {
     "mt-bench-setup": _mt_bench_setup,
     "chat-sets": _chat_sets,
     "chat-eval": _chat_eval,
-    "table2": _table2,
+    "tldr-chat": _tldr_chat,
+    "chat-table": _chat_table,
     "table1": _table1,
     "image-data": _image_data,
     "image-pretrain": _image_pretrain,

@@ -72,6 +72,24 @@ def _check_consistency(config: dict[str, Any], source: str) -> None:
                 f"{source}: key '{where}.minibatch_prompts': {minibatch} is more than "
                 f"policy.prompts_per_iteration ({total}); allowed: 1 to {total}"
             )
+    pol = config["policy"]
+    if pol["lora"] is not None and pol.get("train_top_layers") is not None:
+        raise ConfigError(
+            f"{source}: key 'policy.train_top_layers': {pol['train_top_layers']} with policy.lora set; "
+            "train either LoRA adapters or the top layers (set one of them to null)"
+        )
+    pairs = config.get("offline_pairs")
+    if pairs is not None:
+        if pairs["algorithm"] not in config["algorithms"]:
+            raise ConfigError(
+                f"{source}: key 'offline_pairs.algorithm': '{pairs['algorithm']}' is not in 'algorithms' "
+                f"({', '.join(config['algorithms'])})"
+            )
+        if not pol.get("save_pairs") or pairs["iteration"] > pol["iterations"]:
+            raise ConfigError(
+                f"{source}: key 'offline_pairs': the pairs of iteration {pairs['iteration']} are recorded only with "
+                f"policy.save_pairs true and policy.iterations >= {pairs['iteration']}"
+            )
     if config["data"]["source"] == "synthetic":
         synthetic = config["data"]["synthetic"]
         for key, n, split in [

@@ -9,6 +9,13 @@ Every later stage reads only what this stage wrote (``results/<name>/data/``):
 
 References and responses carry a leading space and no EOS; the EOS token is appended
 when encoding (implementation notes: ``" {summary}<|endoftext|>"``).
+
+With ``data.format: chat`` (the general-chat setting, §5.2) every row also has ``messages`` (the
+conversation, its last turn the user's) and ``prompt`` (its rendering by the tokenizer's chat template,
+ending with the assistant's generation prompt), which is what is encoded: the synthetic task's chat form
+(:mod:`rebel.synthetic_chat`), or a chat data set's prompts (:func:`prepare_hub_chat`: Nectar,
+UltraFeedback) kept when they fit in ``data.prompt_length`` tokens (appendix H.2.2: 1,024). A chat
+response ends with the tokenizer's EOS token, the template's end of an assistant turn.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from rebel import synthetic_chat as chat
 from rebel import synthetic_tldr as task
-from rebel.errors import ConfigError
+from rebel.errors import ConfigError, HarnessError
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "[PAD]"
@@ -47,6 +55,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def prompt_text(row: dict[str, Any]) -> str:
+    """The prompt a row asks: its chat rendering, else the TL;DR prompt of its post."""
+    if "prompt" in row:
+        return row["prompt"]
     return task.format_prompt(row["subreddit"], row["title"], row["post"])
 
 
@@ -85,7 +96,9 @@ def _preference_rows(
         }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, extra_special_tokens: tuple[str, ...] = ()
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE (as GPT-NeoX uses) trained on the task's own text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -94,7 +107,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        special_tokens=[EOS_TOKEN, PAD_TOKEN, *extra_special_tokens],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
@@ -114,9 +127,20 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         )
         for s in ("train", "val")
     }
-    texts = [prompt_text(r) + r["reference"] for rows in splits.values() for r in rows]
-    texts += [prompt_text(r) + r["chosen"] + r["rejected"] for r in prefs["train"]]
-    tokenizer = train_tokenizer(texts, syn["vocab_size"])
+    is_chat = cfg["data"].get("format", "tldr") == "chat"
+    if is_chat:  # the same posts asked as chat instructions (rebel.synthetic_chat)
+        splits = {s: [chat.with_instruction(r, rng) for r in rows] for s, rows in splits.items()}
+        prefs = {s: [chat.with_instruction(r, rng) for r in rows] for s, rows in prefs.items()}
+    content = (lambda r: r["messages"][-1]["content"]) if is_chat else prompt_text
+    texts = [content(r) + r["reference"] for rows in splits.values() for r in rows]
+    texts += [content(r) + r["chosen"] + r["rejected"] for r in prefs["train"]]
+    tokenizer = train_tokenizer(texts, syn["vocab_size"], chat.ROLE_TOKENS if is_chat else ())
+    if is_chat:
+        tokenizer.chat_template = chat.CHAT_TEMPLATE
+        splits = {
+            s: [r | {"prompt": chat.render(tokenizer, r["messages"])} for r in rows] for s, rows in splits.items()
+        }
+        prefs = {s: [r | {"prompt": chat.render(tokenizer, r["messages"])} for r in rows] for s, rows in prefs.items()}
     for split, rows in splits.items():
         write_jsonl(out / f"{split}.jsonl", rows)
     for split, rows in prefs.items():
@@ -129,6 +153,7 @@ def prepare_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     ]
     return {
         "source": "synthetic",
+        "format": cfg["data"].get("format", "tldr"),
         "n": {k: len(v) for k, v in splits.items()} | {f"prefs_{k}": len(v) for k, v in prefs.items()},
         "reference_gold_quality_mean": statistics.mean(
             task.gold_quality(prompt_text(r), r["reference"]) for r in splits["test"]
@@ -189,8 +214,91 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     return {"source": "hub", "sft_dataset": hub["sft_dataset"], "preference_dataset": hub["preference_dataset"]}
 
 
+def _hh_messages(text: str) -> list[dict[str, str]]:
+    """Anthropic-HH transcript ("\\n\\nHuman: ... \\n\\nAssistant: ...", ending with an open assistant turn:
+    Nectar's ``prompt``) as chat messages."""
+    messages = []
+    for part in text.split("\n\nHuman: ")[1:]:
+        user, _, assistant = part.partition("\n\nAssistant:")
+        messages.append({"role": "user", "content": user.strip()})
+        if assistant.strip():
+            messages.append({"role": "assistant", "content": assistant.strip()})
+    if not messages or messages[-1]["role"] != "user":
+        raise HarnessError(f"data.chat.prompt_format 'hh': a prompt does not end with a Human turn: {text[:80]!r}")
+    return messages
+
+
+def chat_messages(record: dict[str, Any], field: str, prompt_format: str) -> list[dict[str, str]]:
+    """The conversation of one chat data set record: ``field`` holds messages, an HH transcript or plain text."""
+    value = record[field]
+    if prompt_format == "messages":  # up to the last user turn
+        messages = [{"role": m["role"], "content": m["content"]} for m in value]
+        while messages and messages[-1]["role"] != "user":
+            messages.pop()
+        return messages
+    if prompt_format == "hh":
+        return _hh_messages(value)
+    return [{"role": "user", "content": value}]
+
+
+def prepare_hub_chat(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A chat data set's prompts (appendix H.2.1: Nectar for Table 2, UltraFeedback for Table 3), rendered
+    with the policy's chat template and kept when they fit in ``data.prompt_length`` tokens (H.2.2: prompts
+    longer than 1,024 tokens, 2.3%, are filtered out); ``data.chat.n_eval`` of them (seeded) are held out as
+    the validation and test prompts. The data sets have no reference answers (``reference`` is empty) and
+    no preference pairs: the chat algorithms learn from the reward model (DPO of Table 3 from REBEL's pairs).
+    Needs the optional ``datasets`` package, and network access unless ``data.chat.dataset`` is a local copy."""
+    from datasets import load_dataset
+
+    from rebel.models import load_tokenizer
+
+    spec, length = cfg["data"]["chat"], cfg["data"]["prompt_length"]
+    ref = spec["dataset"]
+    records = (
+        load_dataset(ref["path"], split=spec["split"])
+        if "path" in ref
+        else load_dataset(ref["id"], revision=ref["revision"], split=spec["split"])
+    )
+    tokenizer = load_tokenizer(cfg["model"]["base"], cfg["model"].get("pad_token"))
+    rows, too_long = [], 0
+    for i, record in enumerate(records):
+        if spec["max_prompts"] is not None and len(rows) >= spec["max_prompts"]:
+            break
+        messages = chat_messages(record, spec["prompt_field"], spec["prompt_format"])
+        prompt = chat.render(tokenizer, messages)
+        if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > length:
+            too_long += 1
+            continue
+        rows.append({"id": f"{spec['split']}-{i}", "messages": messages, "prompt": prompt, "reference": ""})
+    order = random.Random(cfg["data"]["seed"]).sample(range(len(rows)), len(rows))
+    held_out = sorted(order[: 2 * spec["n_eval"]])
+    excluded = set(held_out)
+    splits = {
+        "val": [rows[i] for i in held_out[0::2]],
+        "test": [rows[i] for i in held_out[1::2]],
+        "train": [r for i, r in enumerate(rows) if i not in excluded],
+    }
+    for split, split_rows in splits.items():
+        write_jsonl(out / f"{split}.jsonl", split_rows)
+    for split in ("train", "val"):
+        write_jsonl(out / f"prefs_{split}.jsonl", [])
+    tokenizer.save_pretrained(out / "tokenizer")
+    return {
+        "source": "hub",
+        "format": "chat",
+        "dataset": ref,
+        "n": {k: len(v) for k, v in splits.items()},
+        "filtered_too_long": too_long,
+    }
+
+
 def prepare_data(cfg: dict[str, Any], out: Path) -> None:
-    stats = prepare_synthetic(cfg, out) if cfg["data"]["source"] == "synthetic" else prepare_hub(cfg, out)
+    if cfg["data"]["source"] == "synthetic":
+        stats = prepare_synthetic(cfg, out)
+    elif cfg["data"].get("format", "tldr") == "chat":
+        stats = prepare_hub_chat(cfg, out)
+    else:
+        stats = prepare_hub(cfg, out)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
 
 
@@ -207,7 +315,7 @@ def encode_prompts(
     """
     ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
     for i, row in enumerate(rows):
-        tokens = _fit_prompt(tokenizer, row, length)
+        tokens = _chat_prompt(tokenizer, row, length) if "prompt" in row else _fit_prompt(tokenizer, row, length)
         ids[i, length - len(tokens) :] = torch.tensor(tokens)
     mask = torch.zeros_like(ids)
     for i in range(len(rows)):
@@ -232,6 +340,17 @@ def _fit_prompt(tokenizer: PreTrainedTokenizerFast, row: dict[str, Any], length:
         keep = len(offsets) - excess
         cut = _cut_at_boundary(post[: offsets[keep - 1][1]] if keep > 0 else "")
         post = cut if len(cut) < len(post) else _cut_at_boundary(post[:-1])
+
+
+def _chat_prompt(tokenizer: PreTrainedTokenizerFast, row: dict[str, Any], length: int) -> list[int]:
+    """The tokens of a rendered chat prompt (its special tokens are in the text); a chat prompt is not cut."""
+    tokens = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+    if len(tokens) > length:
+        raise ConfigError(
+            f"key 'data.prompt_length': the chat prompt of '{row.get('id', '?')}' has {len(tokens)} tokens, "
+            f"more than {length} (the data stage keeps only prompts that fit)"
+        )
+    return tokens
 
 
 def _cut_at_boundary(text: str) -> str:

@@ -5,7 +5,8 @@ Responses are always exactly ``max_new_tokens`` long with everything after the f
 replaced by padding (implementation notes; the paper's 53-token generation). The
 reference code keeps sampling after EOS and then overwrites those tokens; stopping a
 sequence at its EOS and padding it gives the same responses for less compute.
-Sampling is plain: ``top_k=0, top_p=1.0``.
+Sampling is plain (``top_k=0``), with nucleus sampling only where a config sets ``policy.top_p`` (the
+large-batch chat setting: 0.9); log-probs are those of the tempered distribution either way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class GenerationBackend(Protocol):
         *,
         temperature: float,
         max_new_tokens: int,
+        top_p: float = 1.0,
     ) -> torch.Tensor:
         """Sampled continuation tokens ``[N, max_new_tokens]`` (EOS not yet post-processed)."""
 
@@ -62,12 +64,13 @@ class HFGenerationBackend:
         *,
         temperature: float,
         max_new_tokens: int,
+        top_p: float = 1.0,
     ) -> torch.Tensor:
         config = GenerationConfig(
             do_sample=True,
             temperature=temperature,
             top_k=0,
-            top_p=1.0,
+            top_p=top_p,
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens if self.full_length else 0,
             eos_token_id=self.eos_token_id,
@@ -123,6 +126,7 @@ def sample_responses(
     batch_size: int,
     eos_token_id: int,
     pad_token_id: int,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, ...]:
     """k samples per prompt, consecutive per prompt, generated in micro-batches of ``batch_size`` rows
     (one batch of every row for a backend that schedules its own).
@@ -141,6 +145,7 @@ def sample_responses(
             prompt_mask[i : i + batch_size],
             temperature=temperature,
             max_new_tokens=max_new_tokens,
+            **({"top_p": top_p} if top_p < 1.0 else {}),
         )
         for i in range(0, prompt_ids.shape[0], batch_size)
     ]

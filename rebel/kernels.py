@@ -63,8 +63,7 @@ def pin_from_argv(argv: list[str]) -> str | None:
     """Pin the kernel path named by ``runtime.cpu_kernels`` of the ``--config`` file in ``argv``
     (the embedded config without one). Returns the path, or None when the config cannot be read
     here (the CLI then reports the config error in one line)."""
-    import yaml
-
+    from rebel.config import read_config_file
     from rebel.paths import DEFAULT_CONFIG
 
     config_path = DEFAULT_CONFIG
@@ -74,7 +73,7 @@ def pin_from_argv(argv: list[str]) -> str | None:
         elif arg.startswith("--config="):
             config_path = Path(arg.split("=", 1)[1])
     try:
-        config = yaml.safe_load(config_path.read_text())
+        config = read_config_file(config_path)  # with its `extends` resolved
         path = config["runtime"].get("cpu_kernels", "native")
         pin(path)
     except Exception:  # noqa: BLE001 - a broken config is reported by the CLI's validation

@@ -22,6 +22,7 @@ import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,9 @@ def build_run(
     if pol["lora"] is not None:
         policy = source_cls.add_lora(policy, pol["lora"])
         reference = M.Reference(policy, None)
+    elif pol.get("train_top_layers") is not None:
+        policy = M.train_top_layers(policy.to(device), pol["train_top_layers"])
+        reference = M.Reference.top_layers(policy, pol["train_top_layers"])
     else:
         reference = M.Reference(policy, load_policy().to(device))
     source = source_cls.load(
@@ -215,10 +219,13 @@ def build_run(
     optimizer = torch.optim.AdamW(
         [p for p in trainable.parameters() if p.requires_grad],
         lr=pol["lr"],
+        betas=tuple(pol.get("adam_betas", (0.9, 0.999))),
         eps=pol["adam_eps"],
         weight_decay=pol["weight_decay"],
     )
-    scheduler = get_scheduler(pol["schedule"], optimizer, 0, iterations * steps_per_iteration)
+    total_steps = iterations * steps_per_iteration
+    warmup_steps = round(pol.get("warmup_ratio", 0.0) * total_steps)
+    scheduler = get_scheduler(pol["schedule"], optimizer, warmup_steps, total_steps)
     # The scheduler stays unprepared: accelerate would step it once per process, but the global
     # minibatch is split across processes, so one optimizer step is one scheduler step.
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -245,17 +252,22 @@ def run_iteration(
     *,
     tokenizer,
     rows: list[dict[str, Any]] | None = None,
+    on_prepared: Callable[[Rollout], None] | None = None,
 ) -> tuple[Rollout, dict[str, float], dict[str, float]]:
     """Steps 2–4 of one iteration on ``batch`` (the source's ``encode`` of ``rows``): the rollout, the
-    update's statistics, and each phase's seconds and peak memory (:func:`rebel.profiling.phase`)."""
+    update's statistics, and each phase's seconds and peak memory (:func:`rebel.profiling.phase`).
+    ``on_prepared`` sees the batch the update trains on (after the algorithm's ``prepare``)."""
     timings: dict[str, float] = {}
     accelerator, policy = run.accelerator, run.accelerator.unwrap_model(run.policy)
     critic = None if run.critic is None else accelerator.unwrap_model(run.critic).eval()
     rollout = run.source.collect(policy, batch, tokenizer=tokenizer, timings=timings, critic=critic, rows=rows)
+    prepared = run.algorithm.prepare(rollout)
+    if on_prepared is not None:
+        on_prepared(prepared)
     with phase(timings, "update", run.device):
         stats = update(
             run.policy,
-            run.algorithm.prepare(rollout),
+            prepared,
             run.algorithm,
             run.optimizer,
             run.scheduler,
@@ -280,11 +292,17 @@ def train_online(
     monitor: SampleMonitor | None = None,
     preference: PreferenceOracle | None = None,
     curve: CurveEvaluator | None = None,
+    data_file: Path | None = None,
 ) -> None:
     """Run (or resume) one algorithm for one seed; writes ``out/{metrics.jsonl,run.json,policy/}``,
     and ``out/curve.jsonl`` when a ``curve`` evaluator is given: its numbers for the policy before
     training and after every ``eval.curve.every`` iterations (and the last), each line with the
-    budget spent so far (the learning curves of Figure ``curves``).
+    budget spent so far (the learning curves of Figure ``curves``). ``data_file`` replaces the source's
+    data set file (DPO on the pairs another run recorded: Table 3).
+
+    With ``policy.save_pairs`` (online algorithms), each iteration's trained pairs are written to ``out/pairs/iter<t>.jsonl`` as
+    preference rows (:func:`pair_rows`); with ``policy.snapshot_every`` k, the policy after every k-th
+    iteration but the last to ``out/iter<t>/policy/`` (the last is ``out/policy/``).
 
     Live state (checkpoint and the growing metrics log) is kept in ``out/checkpoint/`` so
     that a killed run resumes from its last completed iteration with identical results;
@@ -309,7 +327,7 @@ def train_online(
         )
     sft = M.read_model_ref(sft_ref)
     tokenizer = source_cls.load_tokenizer(data_dir, sft)
-    prompts = D.read_jsonl(data_dir / source_cls.data_file)
+    prompts = D.read_jsonl(data_file or data_dir / source_cls.data_file)[: pol.get("prompt_pool")]
     iterations = source_cls.iterations(algorithm, pol, len(prompts))
 
     torch.manual_seed(seed)
@@ -334,6 +352,7 @@ def train_online(
         "seed": seed,
         "samples_per_prompt": algorithm.samples_per_prompt,
         "data": source.data_label,
+        "data_file": str(data_file or source_cls.data_file),
         "iterations": iterations,
         "prompts_per_iteration": pol["prompts_per_iteration"],
         "lr": pol["lr"],
@@ -377,6 +396,7 @@ def train_online(
             _curve_point(curve, accelerator.unwrap_model(policy), curve_path, 0, counters)
 
     shard = pol["prompts_per_iteration"] // world
+    saves_pairs = bool(pol.get("save_pairs")) and not algorithm.offline  # an offline run reads pairs, records none
     for iteration in tqdm(
         range(start, iterations),
         initial=start,
@@ -388,9 +408,15 @@ def train_online(
         torch.manual_seed(_iteration_seed(seed, iteration) + rank)
         generator = torch.Generator().manual_seed(_iteration_seed(seed, iteration) + rank)
         rows = [prompts[i] for i in schedule[iteration][rank * shard : (rank + 1) * shard]]
+        pairs: list[dict[str, Any]] = []
+        record_pairs = partial(_record_pairs, pairs, rows, tokenizer) if saves_pairs else None
         rollout, stats, timings = run_iteration(
-            run, source.encode(tokenizer, rows), generator, tokenizer=tokenizer, rows=rows
+            run, source.encode(tokenizer, rows), generator, tokenizer=tokenizer, rows=rows, on_prepared=record_pairs
         )
+        if world > 1 and saves_pairs:
+            from accelerate.utils import gather_object
+
+            pairs = gather_object(pairs)
         logged, spent = source.metrics(rollout, rows, tokenizer=tokenizer, monitor=monitor)
         means = {"response_tokens": rollout.response_mask.sum(-1).float().mean().item(), **stats, **logged}
         counts = {"prompts": len(rows), **spent}
@@ -410,6 +436,11 @@ def train_online(
         if accelerator.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            if saves_pairs:
+                D.write_jsonl(out / "pairs" / f"iter{iteration + 1}.jsonl", pairs)
+            snapshot_every = pol.get("snapshot_every")
+            if snapshot_every and (iteration + 1) % snapshot_every == 0 and iteration + 1 < iterations:
+                _save_policy(accelerator.unwrap_model(policy), out / f"iter{iteration + 1}" / "policy", sft, pol)
             if curve_every is not None and ((iteration + 1) % curve_every == 0 or iteration + 1 == iterations):
                 _curve_point(curve, accelerator.unwrap_model(policy), curve_path, iteration + 1, counters)
             if (iteration + 1) % pol["checkpoint_every"] == 0 or iteration + 1 == iterations:
@@ -429,10 +460,7 @@ def train_online(
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
-        M.save_model(
-            accelerator.unwrap_model(policy), out / "policy", base_ref=sft if pol["lora"] is not None else None
-        )
-        M.write_model_ref(out / "policy" / "model.json", {"path": "."})
+        _save_policy(accelerator.unwrap_model(policy), out / "policy", sft, pol)
         shutil.copyfile(log_path, out / "metrics.jsonl")
         if curve_every is not None:
             shutil.copyfile(curve_path, out / "curve.jsonl")
@@ -442,6 +470,40 @@ def train_online(
         )
         (out / "run.json").write_text(json.dumps(run_info | {"counters": counters, "profile": profile}, indent=2))
         shutil.rmtree(work)
+
+
+def _save_policy(policy: torch.nn.Module, out: Path, sft: dict[str, Any], pol: dict[str, Any]) -> None:
+    """The policy's weights (a LoRA adapter with its base's reference) and its ``model.json``."""
+    M.save_model(policy, out, base_ref=sft if pol["lora"] is not None else None)
+    M.write_model_ref(out / "model.json", {"path": "."})
+
+
+def _record_pairs(pairs: list[dict[str, Any]], rows: list[dict[str, Any]], tokenizer, batch: Rollout) -> None:
+    pairs.extend(pair_rows(batch, rows, tokenizer))
+
+
+def pair_rows(batch: Rollout, rows: list[dict[str, Any]], tokenizer) -> list[dict[str, Any]]:
+    """The pairs a two-sample batch trains on as preference rows (the data set format DPO reads): each
+    pair's prompt row (``rows[batch.prompt_rows]``) with its higher-scored response as ``chosen``, the other as
+    ``rejected``, and both scores."""
+    if batch.samples_per_prompt != 2 or batch.prompt_rows is None:
+        raise HarnessError("policy.save_pairs needs an algorithm that trains on pairs of sampled responses")
+    texts = D.decode_responses(tokenizer, batch.response_ids, batch.response_mask)
+    scores, prompts = batch.grouped(batch.scores).tolist(), batch.grouped(batch.prompt_rows)[:, 0].tolist()
+    out = []
+    for p, ((a, b), row) in enumerate(zip(scores, prompts)):
+        first_wins = a >= b
+        chosen, rejected = (2 * p, 2 * p + 1) if first_wins else (2 * p + 1, 2 * p)
+        out.append(
+            {k: v for k, v in rows[row].items() if k != "reference"}
+            | {
+                "chosen": texts[chosen],
+                "rejected": texts[rejected],
+                "chosen_score": max(a, b),
+                "rejected_score": min(a, b),
+            }
+        )
+    return out
 
 
 def _curve_point(

@@ -1,9 +1,11 @@
-"""Pythia-architecture (GPT-NeoX) policies and reward models, built from a config or loaded by id/path.
+"""Policies and reward models, built from a config or loaded by id/path.
 
-The embedded default and the paper configurations use the same classes:
-``GPTNeoXForCausalLM`` for policies and ``GPTNeoXForSequenceClassification`` (one label)
-for reward models, whose score is read at the last non-padding token, i.e. at EOS
-(implementation notes). A reward model's normalizing offset (reference summaries score
+The embedded configs and the paper configurations use the same classes, through transformers'
+Auto classes: Pythia-architecture ``GPTNeoXForCausalLM`` policies for TL;DR, Llama-family causal
+LMs for chat (``LlamaForCausalLM``; OpenChat-3.5 is a ``MistralForCausalLM``), and
+``...ForSequenceClassification`` (one label) reward models, whose score is read at the last
+non-padding token, i.e. at EOS (implementation notes; the chat reward models' own layouts:
+:mod:`rebel.reward_models`). A reward model's normalizing offset (reference summaries score
 0 on average) lives in its config as ``reward_offset``. Weights are saved as safetensors.
 
 A stage that produces a model writes a small ``model.json`` naming where the weights
@@ -12,6 +14,7 @@ are (``{"path": ...}`` for ones we trained, ``{"id": ..., "revision": ...}`` for
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -23,10 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     GPTNeoXConfig,
-    GPTNeoXForCausalLM,
-    GPTNeoXForSequenceClassification,
+    LlamaConfig,
+    PretrainedConfig,
     PreTrainedModel,
 )
 
@@ -62,7 +68,7 @@ def absolute_ref(ref: dict[str, Any]) -> dict[str, Any]:
     path = Path(ref["path"])
     if not path.is_absolute() and not path.exists():
         path = REPO_ROOT / path
-    return {"path": str(path.resolve())}
+    return ref | {"path": str(path.resolve())}
 
 
 WEIGHTS_FILE = "model.safetensors"
@@ -101,7 +107,7 @@ def read_model_ref(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"model reference '{path}' not found; run the stage that trains it first")
     ref = json.loads(path.read_text())
     if "path" in ref:
-        ref = {"path": str((path.parent / ref["path"]).resolve())}
+        ref = ref | {"path": str((path.parent / ref["path"]).resolve())}
     return ref
 
 
@@ -113,13 +119,22 @@ def pretrained_args(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return ref["id"], {"revision": ref["revision"]}
 
 
-def load_tokenizer(ref: dict[str, Any]):
-    """The tokenizer of a model reference, left-padding, with a pad token distinct from EOS."""
+def load_tokenizer(ref: dict[str, Any], pad_token: str | None = None):
+    """The tokenizer of a model reference, left-padding, with a pad token distinct from EOS: ``pad_token`` (a
+    token of the model's vocabulary that no prompt contains: ``model.pad_token``), else the tokenizer's own, else
+    its unknown token (as Starling-RM's card pads Llama-2), else a new ``[PAD]`` (as the reference TL;DR code)."""
     name, kwargs = pretrained_args(ref)
     tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # as the reference TL;DR code does
+    if pad_token is not None:
+        if tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id):
+            raise HarnessError(f"key 'model.pad_token': '{pad_token}' is not a token of '{name}'")
+        tokenizer.pad_token = pad_token
+    elif tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if tokenizer.unk_token is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
     return tokenizer
 
 
@@ -133,27 +148,31 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
-def scratch_config(arch: dict[str, Any], tokenizer, max_positions: int) -> GPTNeoXConfig:
-    return GPTNeoXConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-        use_parallel_residual=True,
-        attention_dropout=0.0,
-        hidden_dropout=0.0,
-        **arch,
-    )
+def scratch_config(arch: dict[str, Any], tokenizer, max_positions: int) -> PretrainedConfig:
+    """A from-scratch model's config: ``architecture`` ``gpt_neox`` (Pythia's, the default) or ``llama``
+    (the chat setting's policy family), with the tokenizer's vocabulary and special tokens."""
+    arch = dict(arch)
+    architecture = arch.pop("architecture", "gpt_neox")
+    common = {
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max_positions,
+        "bos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+        "attention_dropout": 0.0,
+    }
+    if architecture == "llama":
+        return LlamaConfig(**common, **arch)
+    return GPTNeoXConfig(**common, use_parallel_residual=True, hidden_dropout=0.0, **arch)
 
 
-def build_base_policy(cfg: dict[str, Any], tokenizer) -> GPTNeoXForCausalLM:
-    """The model SFT starts from: a fresh GPT-NeoX, or Pythia weights by id/path."""
+def build_base_policy(cfg: dict[str, Any], tokenizer) -> PreTrainedModel:
+    """The model SFT starts from: a fresh model of ``model.base.scratch``, or weights by id/path."""
     base = cfg["model"]["base"]
     if "scratch" in base:
         max_positions = cfg["data"]["prompt_length"] + cfg["data"]["response_length"]
-        model = GPTNeoXForCausalLM(scratch_config(base["scratch"], tokenizer, max_positions))
+        model = AutoModelForCausalLM.from_config(scratch_config(base["scratch"], tokenizer, max_positions))
     else:
         model = load_policy(base, cfg["model"]["dtype"])
     model.resize_token_embeddings(len(tokenizer))
@@ -162,7 +181,8 @@ def build_base_policy(cfg: dict[str, Any], tokenizer) -> GPTNeoXForCausalLM:
 
 
 def load_policy(ref: dict[str, Any], dtype: str = "float32") -> PreTrainedModel:
-    """A causal LM from a reference; a saved LoRA adapter is applied to its base model."""
+    """A causal LM from a reference (its class from its config); a saved LoRA adapter is applied to its
+    base model."""
     name, kwargs = pretrained_args(ref)
     adapter = Path(name) / "adapter_config.json"
     if adapter.is_file():
@@ -170,21 +190,21 @@ def load_policy(ref: dict[str, Any], dtype: str = "float32") -> PreTrainedModel:
 
         base = load_policy(read_model_ref(Path(name) / "base_model.json"), dtype)
         return PeftModel.from_pretrained(base, name)
-    model = GPTNeoXForCausalLM.from_pretrained(name, dtype=DTYPES[dtype], **kwargs)
-    return model
+    return AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype], **kwargs)
 
 
-def load_reward_model(ref: dict[str, Any], dtype: str = "float32") -> GPTNeoXForSequenceClassification:
-    name, kwargs = pretrained_args(ref)
-    return GPTNeoXForSequenceClassification.from_pretrained(name, dtype=DTYPES[dtype], num_labels=1, **kwargs)
+def backbone(model: nn.Module) -> nn.Module:
+    """The transformer below a model's head (``gpt_neox``, ``model``, ...), through a peft wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, inner.base_model_prefix)
 
 
-def reward_model_from_policy(policy: GPTNeoXForCausalLM) -> GPTNeoXForSequenceClassification:
+def reward_model_from_policy(policy: PreTrainedModel) -> PreTrainedModel:
     """A reward model whose backbone starts from the SFT policy (as in Stiennon et al. 2020)."""
-    config = GPTNeoXConfig.from_dict(policy.config.to_dict())
+    config = AutoConfig.for_model(**policy.config.to_dict())
     config.num_labels = 1
-    model = GPTNeoXForSequenceClassification(config)
-    model.gpt_neox.load_state_dict(policy.gpt_neox.state_dict())
+    model = AutoModelForSequenceClassification.from_config(config)
+    backbone(model).load_state_dict(backbone(policy).state_dict())
     nn.init.normal_(model.score.weight, std=1.0 / (config.hidden_size + 1) ** 0.5)
     return model
 
@@ -220,22 +240,89 @@ def add_lora(model: PreTrainedModel, lora: dict[str, Any], task_type: str = "CAU
     return get_peft_model(model, config)
 
 
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a causal LM, bottom first."""
+    return backbone(model).layers
+
+
+def _final_norm(model: nn.Module) -> tuple[nn.Module, str]:
+    """(owner, attribute name) of the norm after the last block (Llama: ``norm``; GPT-NeoX: ``final_layer_norm``)."""
+    owner = backbone(model)
+    for name in ("norm", "final_layer_norm"):
+        if isinstance(getattr(owner, name, None), nn.Module):
+            return owner, name
+    raise HarnessError(f"{type(model).__name__}: no final norm ('norm' or 'final_layer_norm') found")
+
+
+def train_top_layers(model: PreTrainedModel, n: int) -> PreTrainedModel:
+    """Freeze all of ``model`` but its last ``n`` blocks, final norm and LM head (appendix H.2.2: the last
+    four layers of OpenChat-3.5 train, the rest stay frozen)."""
+    layers = decoder_layers(model)
+    if not 1 <= n <= len(layers):
+        raise HarnessError(f"key 'policy.train_top_layers': {n} is not between 1 and the model's {len(layers)} layers")
+    owner, norm = _final_norm(model)
+    model.requires_grad_(False)
+    for module in (*layers[len(layers) - n :], getattr(owner, norm), model.get_output_embeddings()):
+        module.requires_grad_(True)
+    return model
+
+
 class Reference:
-    """π_0 = the SFT policy: the policy with adapters disabled under LoRA, else a frozen copy."""
+    """π_0 = the SFT policy, in one of three forms, all behind :meth:`model`: the policy with its adapters
+    disabled under LoRA; the policy with its top blocks, final norm and LM head swapped for frozen copies
+    when only those train (:meth:`top_layers`: the frozen bottom is shared, so the reference costs the
+    memory of the copied top only, as in the authors' Nectar run); else a frozen full copy."""
 
     def __init__(self, policy: nn.Module, frozen_copy: nn.Module | None) -> None:
         self._policy = policy
         self._copy = frozen_copy
+        self._top: dict[str, Any] | None = None
         if frozen_copy is not None:
             frozen_copy.requires_grad_(False).eval()
 
+    @classmethod
+    def top_layers(cls, policy: PreTrainedModel, n: int) -> Reference:
+        """The reference of a policy whose last ``n`` blocks (and final norm and head) train: frozen copies
+        of those taken now, fed with the policy's own (frozen, shared) lower blocks' hidden states."""
+        reference = cls(policy, None)
+        layers = decoder_layers(policy)
+        owner, norm = _final_norm(policy)
+        top = {
+            "layers": {i: copy.deepcopy(layers[i]) for i in range(len(layers) - n, len(layers))},
+            "norm": copy.deepcopy(getattr(owner, norm)),
+            "head": copy.deepcopy(policy.get_output_embeddings()),
+        }
+        for module in (*top["layers"].values(), top["norm"], top["head"]):
+            module.requires_grad_(False).eval()
+        reference._top = top
+        return reference
+
     @contextmanager
     def model(self) -> Iterator[nn.Module]:
-        if self._copy is not None:
+        if self._top is not None:
+            yield from self._swapped_top()
+        elif self._copy is not None:
             yield self._copy
         else:
             with self._policy.disable_adapter():
                 yield self._policy
+
+    def _swapped_top(self) -> Iterator[nn.Module]:
+        """The policy with the frozen top in place of its trained one, restored afterwards."""
+        policy, top = self._policy, self._top
+        layers, (owner, norm) = decoder_layers(policy), _final_norm(policy)
+        trained = {i: layers[i] for i in top["layers"]}, getattr(owner, norm), policy.get_output_embeddings()
+        for i, layer in top["layers"].items():
+            layers[i] = layer
+        setattr(owner, norm, top["norm"])
+        policy.set_output_embeddings(top["head"])
+        try:
+            yield policy
+        finally:
+            for i, layer in trained[0].items():
+                layers[i] = layer
+            setattr(owner, norm, trained[1])
+            policy.set_output_embeddings(trained[2])
 
 
 # ---------------------------------------------------------------- scoring
@@ -273,7 +360,7 @@ def response_logprobs(
 
 
 def token_values(
-    critic: GPTNeoXForSequenceClassification,
+    critic: PreTrainedModel,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     response_ids: torch.Tensor,
@@ -285,7 +372,7 @@ def token_values(
     """
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
-    hidden = critic.gpt_neox(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
+    hidden = backbone(critic)(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
     states = hidden[:, prompt_ids.shape[1] - 1 : -1]
     values = critic.score(states).squeeze(-1).float() + getattr(critic.config, "reward_offset", 0.0)
     return values * response_mask
@@ -315,21 +402,3 @@ class TokenValueModel(nn.Module):
         response_mask: torch.Tensor,
     ) -> torch.Tensor:
         return token_values(self.critic, prompt_ids, prompt_mask, response_ids, response_mask)
-
-
-def reward_scores(
-    reward_model: GPTNeoXForSequenceClassification,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-) -> torch.Tensor:
-    """Scalar score at the EOS token (the last unmasked token), plus the normalizing offset."""
-    ids = torch.cat([prompt_ids, response_ids], dim=1)
-    mask = torch.cat([prompt_mask, response_mask], dim=1)
-    hidden = reward_model.gpt_neox(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)
-    ).last_hidden_state
-    last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)
-    scores = reward_model.score(hidden[torch.arange(ids.shape[0]), last]).squeeze(-1).float()
-    return scores + getattr(reward_model.config, "reward_offset", 0.0)

@@ -38,6 +38,7 @@ class Rollout:
     #         (vLLM), a consistency check of ``logprobs``; never trained on
     trajectory: torch.Tensor | None = None  # [N, S + 1, C, H, W] a diffusion source's latents (rebel.trajectories)
     context: torch.Tensor | None = None  # [N, L, D] its prompts' text embeddings
+    prompt_rows: torch.Tensor | None = None  # [N] which of the iteration's rows each sample answers
     token_normalizer: float | None = None  # set by the loop's ``update`` on each micro-batch: the divisor that
     # makes a per-token sum the token mean over the global minibatch
     # (all processes), ``share · T / processes`` (see :meth:`token_mean`)
@@ -60,6 +61,16 @@ class Rollout:
                 for f in fields(self)
                 if isinstance(getattr(self, f.name), torch.Tensor)
             },
+        )
+
+    def select_samples(self, rows: torch.Tensor, samples_per_prompt: int) -> Rollout:
+        """The given rows (``samples_per_prompt`` consecutive rows per prompt): a sampling distribution
+        other than π_t's, e.g. REBEL's best and worst of N (Remark 1)."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(
+            self,
+            samples_per_prompt=samples_per_prompt,
+            **{name: value[rows] for name, value in tensors.items() if isinstance(value, torch.Tensor)},
         )
 
     def with_targets(self, *, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:

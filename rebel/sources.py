@@ -163,7 +163,8 @@ class RolloutSource(ABC):
 
     @classmethod
     def load_reward_model(cls, cfg: dict[str, Any], rm_ref: Path | None, dtype: str) -> torch.nn.Module:
-        from rebel.models import load_reward_model, read_model_ref
+        from rebel.models import read_model_ref
+        from rebel.reward_models import load_reward_model
 
         return load_reward_model(read_model_ref(rm_ref), dtype)
 
@@ -342,12 +343,15 @@ class PolicySamples(RolloutSource):
                 batch_size=batch_size,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
+                top_p=pol.get("top_p", 1.0),
             )
         engine_logprobs = getattr(self.backend, "sampled_logprobs", None)
         kept, score = self._scorer(samples, tokenizer=tokenizer, timings=timings, rows=rows)
+        prompt_rows = torch.arange(len(samples[0]), device=self.device) // (self.samples_per_prompt + self.opponents)
         if kept is not None:
             samples = tuple(t[kept] for t in samples)
             engine_logprobs = None if engine_logprobs is None else engine_logprobs[kept]
+            prompt_rows = prompt_rows[kept]
         p_ids, p_mask, r_ids, r_mask, has_eos = samples
         with phase(timings, "scoring", self.device):
             chunks = micro_batches(batch_size, p_ids, p_mask, r_ids, r_mask)
@@ -370,6 +374,7 @@ class PolicySamples(RolloutSource):
             samples_per_prompt=self.samples_per_prompt,
             values=values,
             engine_logprobs=engine_logprobs,
+            prompt_rows=prompt_rows,
         )
 
     def metrics(
@@ -425,9 +430,34 @@ class ScoredSamples(PolicySamples):
     def _scorer(
         self, samples: Samples, *, tokenizer, timings: dict[str, float], rows: list[dict[str, Any]] | None
     ) -> tuple[Samples, Callable[[Chunks], torch.Tensor]]:
-        from rebel.models import reward_scores
+        from rebel.reward_models import reward_scores
 
-        return None, lambda chunks: score_batches(lambda *c: reward_scores(self.grader, *c), chunks)
+        text_input = self.cfg.get("reward_model", {}).get("text_input")
+        if text_input is None:  # the reward model reads the policy's tokens
+            return None, lambda chunks: score_batches(lambda *c: reward_scores(self.grader, *c), chunks)
+        return None, lambda chunks: self._score_texts(samples, tokenizer, rows, text_input)
+
+    def _score_texts(
+        self, samples: Samples, tokenizer, rows: list[dict[str, Any]], text_input: dict[str, Any]
+    ) -> torch.Tensor:
+        """Scores by a reward model with its own tokenizer and format (:func:`rebel.reward_models.score_texts`):
+        each sample's text, decoded, after its prompt row's conversation."""
+        from rebel.data import decode_responses
+        from rebel.models import load_tokenizer
+        from rebel.reward_models import score_texts
+
+        if getattr(self, "_rm_tokenizer", None) is None:
+            self._rm_tokenizer = load_tokenizer(text_input["tokenizer"])
+        k = self.samples_per_prompt
+        return score_texts(
+            self.grader,
+            self._rm_tokenizer,
+            [rows[i // k]["messages"] for i in range(len(samples[2]))],
+            decode_responses(tokenizer, samples[2], samples[3]),
+            chat_template=text_input["chat_template"],
+            max_length=text_input["max_length"],
+            batch_size=self.cfg["runtime"]["rollout_batch_size"],
+        ).to(self.device)
 
 
 class SelfPlay(PolicySamples):

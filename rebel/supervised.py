@@ -17,6 +17,7 @@ from transformers import get_scheduler
 
 from rebel import data as D
 from rebel import models as M
+from rebel import reward_models as RM
 from rebel import synthetic_tldr as task
 from rebel.errors import HarnessError
 
@@ -111,10 +112,12 @@ def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: 
     stage = cfg["reward_model"]
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     if stage["pretrained"] is not None:
-        ref = M.verify_pinned(stage["pretrained"], "reward_model.pretrained")
+        ref = M.verify_pinned(stage["pretrained"], "reward_model.pretrained") | (
+            {"layout": stage["layout"]} if stage.get("layout") else {}
+        )
         _check_tokenizer(ref, data_dir, "reward_model.pretrained")
         M.write_model_ref(out / "model.json", ref)
-        model = M.load_reward_model(ref, cfg["model"]["dtype"]).to(device)
+        model = RM.load_reward_model(ref, cfg["model"]["dtype"]).to(device)
     else:
         torch.manual_seed(stage["seed"])
         model = M.reward_model_from_policy(M.load_policy(M.read_model_ref(sft_ref), cfg["model"]["dtype"]))
@@ -126,7 +129,7 @@ def train_reward_model(cfg: dict[str, Any], data_dir: Path, sft_ref: Path, out: 
 
         def loss_fn(batch: list[int]) -> torch.Tensor:
             both = [torch.cat([c[batch], r[batch]]) for c, r in zip(chosen, rejected)]
-            scores = M.reward_scores(model, *both)
+            scores = RM.reward_scores(model, *both)
             return -F.logsigmoid(scores[: len(batch)] - scores[len(batch) :]).mean()
 
         losses = _fit(model, len(rows), stage, device, loss_fn, "reward model")
@@ -160,7 +163,7 @@ def _scores(model, tokenizer, rows, texts, cfg, device) -> torch.Tensor:
     step = cfg["runtime"]["rollout_batch_size"]
     for i in range(0, len(rows), step):
         tensors = _encode_pairs(tokenizer, rows[i : i + step], texts[i : i + step], cfg)
-        out.append(M.reward_scores(model, *(t.to(device) for t in tensors)).cpu())
+        out.append(RM.reward_scores(model, *(t.to(device) for t in tensors)).cpu())
     return torch.cat(out)
 
 
@@ -171,8 +174,11 @@ def _mean_score(model, tokenizer, rows, texts, cfg, device) -> float:
 def evaluate_reward_model(
     model, tokenizer, data_dir: Path, cfg: dict[str, Any], device: torch.device
 ) -> dict[str, Any]:
-    """Held-out preference accuracy (against the annotators' labels, and the gold order when known)."""
+    """Held-out preference accuracy (against the annotators' labels, and the gold order when known); a chat
+    data set without preference pairs (Nectar, UltraFeedback prompts) has none to measure."""
     rows = D.read_jsonl(data_dir / "prefs_val.jsonl")
+    if not rows:
+        return {"val_pairs": 0}
     margin = _scores(model, tokenizer, rows, [r["chosen"] for r in rows], cfg, device) - _scores(
         model, tokenizer, rows, [r["rejected"] for r in rows], cfg, device
     )

@@ -208,6 +208,7 @@ class VLLMGenerationBackend:
         *,
         temperature: float,
         max_new_tokens: int,
+        top_p: float = 1.0,
     ) -> torch.Tensor:
         """Sampled continuation tokens ``[N, max_new_tokens]`` (after EOS: padding); their log-probs under the
         engine in :attr:`sampled_logprobs` (0 after the end)."""
@@ -222,7 +223,7 @@ class VLLMGenerationBackend:
             SamplingParams(
                 temperature=temperature,
                 top_k=0,
-                top_p=1.0,
+                top_p=top_p,
                 max_tokens=max_new_tokens,
                 min_tokens=max_new_tokens if self.full_length else 0,
                 ignore_eos=self.full_length,

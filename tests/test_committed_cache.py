@@ -11,7 +11,9 @@ pytestmark = pytest.mark.slow
 
 RENDER_RULES = {
     "table1",
-    "table2",
+    "tldr_chat",
+    "chat_table2",
+    "chat_table3",
     "table6",
     "search_table",
     "bandit_report",

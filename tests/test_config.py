@@ -47,7 +47,7 @@ def test_default_config_is_embedded():
     [
         (
             lambda c: c["policy"].update(learning_rate=1e-3),
-            "unknown key 'policy.learning_rate'; allowed keys here: adam_eps",
+            "unknown key 'policy.learning_rate'; allowed keys here: adam_betas, adam_eps",
         ),
         (lambda c: c.update(extra=1), "unknown key 'extra'"),
         (lambda c: c["policy"].update(lr="fast"), "key 'policy.lr': 'fast' is not of type 'number'"),
@@ -165,7 +165,7 @@ def test_cli_rejects_bad_config_in_one_line(tmp_path, smoke):
     assert len(lines) == 1
     assert lines[0].startswith(
         f"config error: {tmp_path / 'bad.yaml'}: unknown key 'policy.temprature'; "
-        "allowed keys here: adam_eps, checkpoint_every,"
+        "allowed keys here: adam_betas, adam_eps, checkpoint_every,"
     )
     assert not (tmp_path / "data").exists()
 

@@ -3,6 +3,7 @@
 import torch
 
 from rebel import models as M
+from rebel import reward_models as RM
 from rebel.generation import HFGenerationBackend, sample_responses, truncate_after_eos
 
 EOS, PAD = 0, 1
@@ -82,10 +83,10 @@ def test_reward_is_read_at_eos_and_offset_applied(policy, tokenizer):
     response = torch.tensor([[20, 21, eos, pad, pad], [20, 21, eos, pad, pad]])
     response_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
     with torch.no_grad():
-        scores = M.reward_scores(rm, ids, mask, response, response_mask)
+        scores = RM.reward_scores(rm, ids, mask, response, response_mask)
         # Same tokens up to EOS but a longer prompt padding: the same score.
         long_ids, long_mask = _prompts(tokenizer, ["TITLE: my dog"], length=20)
-        longer = M.reward_scores(rm, long_ids, long_mask, response[:1], response_mask[:1])
+        longer = RM.reward_scores(rm, long_ids, long_mask, response[:1], response_mask[:1])
         # The score is the head applied to the EOS hidden state.
         full = torch.cat([ids[:1], response[:1, :3]], 1)
         full_mask = torch.cat([mask[:1], response_mask[:1, :3]], 1)
@@ -94,7 +95,7 @@ def test_reward_is_read_at_eos_and_offset_applied(policy, tokenizer):
         ).last_hidden_state[:, -1]
         manual = rm.score(hidden).squeeze(-1)
         rm.config.reward_offset = 0.25
-        shifted = M.reward_scores(rm, ids, mask, response, response_mask)
+        shifted = RM.reward_scores(rm, ids, mask, response, response_mask)
     torch.testing.assert_close(scores[0], scores[1])
     torch.testing.assert_close(longer, scores[:1], atol=1e-5, rtol=0)
     torch.testing.assert_close(manual, scores[:1], atol=1e-5, rtol=0)

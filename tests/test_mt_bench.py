@@ -1,5 +1,6 @@
-"""MT-Bench: FastChat's rating parser and prompt selection, aggregation, the embedded question set, and the
-offline path end to end (smoke checkpoint, loopback server, Table 2 and Figure 7)."""
+"""MT-Bench: FastChat's constants, rating parser, prompt selection and conversation templates, aggregation,
+the embedded question set, and the offline path end to end (smoke checkpoint, loopback server, Table 2 and
+Figure 7)."""
 
 import json
 
@@ -7,9 +8,58 @@ import pandas as pd
 import pytest
 import yaml
 
+from eval import mt_bench
 from eval.chat_data import MT_BENCH_CATEGORIES, embedded_questions
-from eval.mt_bench import judge_messages, load_judge_prompts, parse_rating, prompt_name, summarize
+from eval.mt_bench import (
+    answer_temperature,
+    fastchat_prompt,
+    judge_messages,
+    load_judge_prompts,
+    parse_rating,
+    prompt_name,
+    summarize,
+)
 from rebel.errors import HarnessError
+
+
+def test_constants_are_fastchats_own():
+    """NEED_REF_CATS, the answer temperatures and the rating patterns are the installed FastChat's objects,
+    not copies; the judge prompts are read by FastChat's loader."""
+    from fastchat.llm_judge import common
+
+    for name in ("NEED_REF_CATS", "temperature_config", "one_score_pattern", "one_score_pattern_backup"):
+        assert getattr(mt_bench, name) is getattr(common, name)
+    assert {"math", "reasoning", "coding"} <= set(mt_bench.NEED_REF_CATS)
+    assert set(MT_BENCH_CATEGORIES) <= set(common.temperature_config)
+    assert load_judge_prompts() == common.load_judge_prompts(str(mt_bench.JUDGE_PROMPTS))
+    with pytest.raises(AttributeError, match="no attribute 'two_score_pattern'"):
+        mt_bench.two_score_pattern  # noqa: B018 - only the names taken from FastChat resolve
+
+
+@pytest.mark.parametrize(
+    "category,temperature",
+    [("writing", 0.7), ("roleplay", 0.7), ("math", 0.0), ("coding", 0.0), ("stem", 0.1), ("humanities", 0.1)],
+)
+def test_answer_temperatures_are_fastchats(category, temperature):
+    assert answer_temperature(category) == temperature
+
+
+def test_a_category_without_temperature_gets_fastchats_default():
+    assert answer_temperature("not-an-mt-bench-category") == 0.7
+
+
+def test_fastchat_prompt_is_the_conversation_templates():
+    assert fastchat_prompt("openchat_3.5", ["Hi"], []) == "GPT4 Correct User: Hi<|end_of_turn|>GPT4 Correct Assistant:"
+    second = fastchat_prompt("openchat_3.5", ["Hi", "And again?"], ["Hello there."])
+    assert second == (
+        "GPT4 Correct User: Hi<|end_of_turn|>GPT4 Correct Assistant: Hello there.<|end_of_turn|>"
+        "GPT4 Correct User: And again?<|end_of_turn|>GPT4 Correct Assistant:"
+    )
+    assert "Hello there." in fastchat_prompt("vicuna_v1.1", ["Hi", "And again?"], ["Hello there."])
+    with pytest.raises(ValueError, match="no turn left to answer"):
+        fastchat_prompt("openchat_3.5", ["Hi"], ["Hello there."])
+    with pytest.raises(HarnessError, match="no conversation template 'no-such-template'"):
+        fastchat_prompt("no-such-template", ["Hi"], [])
 
 
 @pytest.mark.parametrize(

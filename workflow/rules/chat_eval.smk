@@ -1,5 +1,6 @@
-# AlpacaEval 2.0 and MT-Bench of every policy, judged through an OpenAI-compatible endpoint (the loopback
-# gold judge in the embedded world), and Table 2 with Figure 7 (paper Tables 2-3; docs/chat-evaluation.md).
+# The TL;DR policies of Table 1 through the chat evaluators: AlpacaEval 2.0 and MT-Bench, judged through an
+# OpenAI-compatible endpoint (the loopback gold judge in the embedded world), with the leaderboard (tables/tldr_chat.csv;
+# docs/chat-evaluation.md). The chat setting's own training and Tables 2 and 3 are chat.smk's.
 CHAT = f"{RUN}/chat"
 
 
@@ -52,24 +53,25 @@ rule chat_eval:
         " --seed {wildcards.seed} --name {wildcards.algorithm}_seed{wildcards.seed} --out {params.out} > {log} 2>&1"
 
 
-rule table2:
-    """Table 2 (AlpacaEval 2.0, MT-Bench, Open LLM Leaderboard per policy), MT-Bench per category, Figure 7."""
+rule tldr_chat:
+    """The TL;DR policies through the chat evaluators (AlpacaEval 2.0, MT-Bench, Open LLM Leaderboard), MT-Bench per
+    category and its radar chart: the chat setting's Tables 2 and 3 are chat.smk's."""
     input:
         alpaca=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/chat/alpaca_eval.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
         mt_bench=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/chat/mt_bench.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
         leaderboard=expand(f"{REPORT}/{{algorithm}}/seed{{seed}}/leaderboard.json", algorithm=["sft", *config["algorithms"]], seed=config["seeds"]),
     output:
-        csv="tables/table2.csv",
-        md="tables/table2.md",
-        html=report("tables/table2.html", caption="../report/table2.rst", category="Table 2 (chat)"),
-        mt_bench="tables/mt_bench.csv",
-        png=report("figures/fig7.png", caption="../report/fig7.rst", category="Table 2 (chat)"),
-        pdf="figures/fig7.pdf",
+        csv="tables/tldr_chat.csv",
+        md="tables/tldr_chat.md",
+        html=report("tables/tldr_chat.html", caption="../report/tldr_chat.rst", category="TL;DR policies as chat models"),
+        mt_bench="tables/tldr_mt_bench.csv",
+        png="figures/tldr_mt_bench.png",
+        pdf="figures/tldr_mt_bench.pdf",
     params:
-        cmd=stage("table2"),
+        cmd=stage("tldr-chat"),
         results=folder_above(4, "alpaca"),
     log:
-        f"{LOGS}/table2.log",
+        f"{LOGS}/tldr_chat.log",
     conda:
         ENV
     shell:

@@ -69,7 +69,8 @@ rule curves:
 
 
 RENDER_TARGETS = ["tables/table1.csv", "tables/table6.csv", "tables/search.csv", "tables/bandit.csv",
-                  "tables/table2.csv", "figures/fig2.png", "figures/fig5.png", "figures/fig6.png", *IMAGE_TARGETS]
+                  "tables/tldr_chat.csv", "figures/fig2.png", "figures/fig5.png", "figures/fig6.png", *IMAGE_TARGETS,
+                  *(target for table in CHAT_CFG for target in CHAT_TARGETS[table])]
 if config["eval"]["curve"]["every"] is not None:  # learning curves are on (eval.curve.every)
     RENDER_TARGETS.append("figures/curves.png")
 if GENERATION_RESULTS:  # hf vs vllm throughput, when measured (benchmark.smk)
