@@ -3,6 +3,9 @@ reference, REBEL's best/worst-of-N pairs and η schedule, the recorded pairs DPO
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 import yaml
@@ -193,3 +196,54 @@ def test_hub_chat_data_parses_hh_transcripts_and_filters_long_prompts():
     ]
     with pytest.raises(HarnessError, match="does not end with a Human turn"):
         D.chat_messages({"prompt": "\n\nHuman: hi\n\nAssistant: hello"}, "prompt", "hh")
+
+
+def test_best_worst_pairs_carry_every_per_sample_tensor_so_any_setting_can_use_them():
+    """μ/ν are REBEL options, not a text feature: a diffusion rollout's trajectories and text contexts follow
+    the selected samples (rebel.trajectories)."""
+    scores = [0.3, -0.2, 0.8, 0.1, 0.5, 0.4]
+    rollout = dataclasses.replace(
+        _rollout(scores, 3),
+        trajectory=torch.arange(6.0).reshape(6, 1, 1, 1, 1),
+        context=torch.arange(6.0)[:, None, None],
+    )
+    algorithm = build_algorithm("rebel", {"algorithm_params": {"rebel": {"samples": 3, "pairing": "best_worst"}}})
+    pairs = algorithm.prepare(rollout)
+    assert pairs.trajectory.flatten().tolist() == [2.0, 1.0, 4.0, 3.0]
+    assert pairs.context.flatten().tolist() == [2.0, 1.0, 4.0, 3.0] and pairs.num_prompts == 2
+
+
+@pytest.mark.slow
+def test_rebel_learns_the_embedded_chat_task_with_only_its_top_layers(tmp_path):
+    """The embedded chat setting end to end through the CLI (data, the pinned SFT policy and reward model, REBEL on
+    the top 2 of 4 blocks): the reward model's score of π_t's samples rises over the iterations, the KL to the
+    reference grows from 0, and the frozen bottom blocks are bit for bit the SFT policy's."""
+    from safetensors.torch import load_file
+
+    from rebel.cli import main
+
+    config = tmp_path / "chat.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"extends": str(CONFIG_DIR / "chat" / "embedded.yaml"), "policy": {"iterations": 8, "checkpoint_every": 8}}
+        )
+    )
+    common = ["--config", str(config)]
+    assert main(["data", *common, "--out", str(tmp_path / "data")]) == 0
+    assert main(["sft", *common, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "sft")]) == 0
+    refs = ["--data", str(tmp_path / "data"), "--sft", str(tmp_path / "sft/model.json")]
+    assert main(["reward-model", *common, *refs, "--out", str(tmp_path / "rm")]) == 0
+    refs += ["--rm", str(tmp_path / "rm/model.json")]
+    assert main(["train", *common, *refs, "--algorithm", "rebel", "--seed", "0", "--out", str(tmp_path / "rebel")]) == 0
+    metrics = [json.loads(line) for line in (tmp_path / "rebel/metrics.jsonl").read_text().splitlines()]
+    first, last = metrics[:3], metrics[-3:]
+    assert sum(m["rm_score"] for m in last) / 3 > sum(m["rm_score"] for m in first) / 3 + 0.1
+    assert metrics[0]["kl"] == 0.0 and last[-1]["kl"] > 0.0
+    trained = load_file(tmp_path / "rebel/policy/model.safetensors")
+    start = load_file(CONFIG_DIR.parent / "resources/chat-embedded/sft/model.safetensors")
+    assert all(
+        torch.equal(trained[k], start[k])
+        for k in start
+        if k.startswith(("model.embed_tokens", "model.layers.0.", "model.layers.1."))
+    )
+    assert not torch.equal(trained["model.layers.3.mlp.up_proj.weight"], start["model.layers.3.mlp.up_proj.weight"])
