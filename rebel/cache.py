@@ -2,7 +2,8 @@
 
 ``python -m rebel export-cache --results results --out cache`` copies, from a results root, only
 the files the render rules read (``RENDER_FILES``: eval.json, run.json, metrics.jsonl,
-generations.jsonl, the chat evaluations (with Arena-Hard) and leaderboard.json of every policy, the data and reward-model statistics, the
+generations.jsonl, the chat evaluations (with Arena-Hard) and leaderboard.json of every policy, the data and
+reward-model statistics, the
 search and bandit records, the GPU benchmark's JSON/CSV), keeping their modification times, and refuses any
 file larger than ``MAX_BYTES`` (model weights never qualify). ``snakemake <target> --config render_from=cache``
 then renders from the copy: no rule writes under ``cache/``, so Snakemake schedules no training

@@ -300,9 +300,9 @@ def train_online(
     budget spent so far (the learning curves of Figure ``curves``). ``data_file`` replaces the source's
     data set file (DPO on the pairs another run recorded: Table 3).
 
-    With ``policy.save_pairs`` (online algorithms), each iteration's trained pairs are written to ``out/pairs/iter<t>.jsonl`` as
-    preference rows (:func:`pair_rows`); with ``policy.snapshot_every`` k, the policy after every k-th
-    iteration but the last to ``out/iter<t>/policy/`` (the last is ``out/policy/``).
+    With ``policy.save_pairs`` (online algorithms), each iteration's trained pairs are written to
+    ``out/pairs/iter<t>.jsonl`` as preference rows (:func:`pair_rows`); with ``policy.snapshot_every`` k, the
+    policy after every k-th iteration but the last to ``out/iter<t>/policy/`` (the last is ``out/policy/``).
 
     Live state (checkpoint and the growing metrics log) is kept in ``out/checkpoint/`` so
     that a killed run resumes from its last completed iteration with identical results;

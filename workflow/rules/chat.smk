@@ -3,102 +3,6 @@
 # schema, run through the same stages as Table 1 (data, SFT, reward model, the shared loop) and judged by the
 # chat evaluators (AlpacaEval 2.0, MT-Bench, Arena-Hard through chat_eval.judge; the leaderboard via lm-eval).
 # Both tables also render from a cached result set (render_from).
-import json
-
-from rebel.config import read_config_file
-from rebel.paths import REPO_ROOT
-
-CHAT_FILES = {table: str(REPO_ROOT / path) for table, path in (config["chat"] or {}).items()}
-try:
-    CHAT_CFG = {table: validate(read_config_file(path), path, resolve=False) for table, path in CHAT_FILES.items()}
-except ConfigError as exc:
-    sys.exit(f"config error: {exc}")
-CHAT_RUNS = {cfg["name"]: table for table, cfg in CHAT_CFG.items()}
-CHAT_TARGETS = {"table2": ["tables/table2.csv", "figures/fig7.png"], "table3": ["tables/table3.csv"]}
-SHARED_STAGES = ("data", "model", "sft", "reward_model")
-
-
-def _chat(wildcards):
-    return CHAT_CFG[CHAT_RUNS[wildcards.chat_run]]
-
-
-def _chat_file(wildcards):
-    return CHAT_FILES[CHAT_RUNS[wildcards.chat_run]]
-
-
-def chat_base(name):
-    """The run whose data, SFT policy and reward model a chat run uses: Table 2's when Table 3's config has the
-    same data, model, SFT and reward-model settings (the embedded configs), else its own."""
-    cfg, first = CHAT_CFG[CHAT_RUNS[name]], CHAT_CFG.get("table2")
-    if first is not None and all(cfg[k] == first[k] for k in SHARED_STAGES):
-        return f"results/{first['name']}"
-    return f"results/{name}"
-
-
-def chat_iterations(cfg, algorithm):
-    """The policy snapshots of an algorithm's run: every ``policy.snapshot_every``-th iteration, and the last."""
-    pol = policy_settings(cfg, algorithm)["policy"]
-    every, last = pol.get("snapshot_every"), pol["iterations"]
-    return [*range(every, last, every), last] if every else [last]
-
-
-def chat_policies(cfg):
-    """Every policy a chat table reports, as a path below the run: sft, <algorithm>/seed<k> (or, for an online
-    algorithm with snapshots, <algorithm>/seed<k>/iter<t>), external/<label>."""
-    policies, offline = ["sft"], offline_algorithms(cfg)
-    for algorithm in cfg["algorithms"]:
-        for seed in cfg["seeds"]:
-            if policy_settings(cfg, algorithm)["policy"].get("snapshot_every") and algorithm not in offline:
-                policies += [f"{algorithm}/seed{seed}/iter{t}" for t in chat_iterations(cfg, algorithm)]
-            else:
-                policies.append(f"{algorithm}/seed{seed}")
-    return policies + [f"external/{label}" for label in cfg["chat_eval"].get("external_policies", {})]
-
-
-def chat_policy_ref(wildcards):
-    """The model.json of a policy path (chat_policies); a snapshot's is written by its run's job, not a rule's
-    output, so a job that reads it depends on the run (chat_policy_job)."""
-    name, policy = wildcards.chat_run, wildcards.chat_policy
-    base = chat_base(name)
-    if policy == "sft":
-        return f"{base}/sft/model.json"
-    if policy.startswith("external/"):
-        return f"results/{name}/{policy}/model.json"
-    algorithm, seed, *snapshot = policy.split("/")
-    run = f"results/{name}/{algorithm}/{seed}"
-    if snapshot and int(snapshot[0].removeprefix("iter")) != chat_iterations(_chat(wildcards), algorithm)[-1]:
-        return f"{run}/{snapshot[0]}/policy/model.json"
-    return f"{run}/policy/model.json"
-
-
-def chat_policy_job(wildcards):
-    """What a job reading a policy waits for: its model.json, or for a snapshot its run's run.json."""
-    ref = chat_policy_ref(wildcards)
-    return str(Path(ref).parents[2] / "run.json") if Path(ref).parent.parent.name.startswith("iter") else ref
-
-
-def chat_pairs(wildcards):
-    """An offline algorithm's preference pairs: those another run of the same seed recorded (``offline_pairs``:
-    DPO on REBEL's iteration-1 pairs, Table 3), as ``(the run's run.json, the pairs file)``; else none (the
-    data set's pairs)."""
-    cfg = _chat(wildcards)
-    source = cfg.get("offline_pairs")
-    if source is None or wildcards.chat_algorithm not in offline_algorithms(cfg):
-        return None
-    run = f"results/{wildcards.chat_run}/{source['algorithm']}/seed{wildcards.chat_seed}"
-    return f"{run}/run.json", f"{run}/pairs/iter{source['iteration']}.jsonl"
-
-
-def offline_algorithms(cfg):
-    from eval.search import online_algorithms  # loads the algorithm classes: only when a job needs the list
-
-    return [a for a in cfg["algorithms"] if a not in online_algorithms(cfg)]
-
-
-def chat_stage(name, wildcards):
-    return f"python -m rebel {name} --config {_chat_file(wildcards)}"
-
-
 wildcard_constraints:
     chat_run="|".join(re.escape(n) for n in CHAT_RUNS) or "(?!)",
     chat_policy=r"sft|external/[^/]+|[^/]+/seed\d+(/iter\d+)?",
@@ -202,10 +106,13 @@ rule chat_external:
         "results/{chat_run}/external/{label}/model.json",
     params:
         ref=lambda wc: json.dumps(_chat(wc)["chat_eval"]["external_policies"][wc.label]),
+    log:
+        "results/{chat_run}/logs/external/{label}.log",
     localrule: True
-    run:
-        Path(output[0]).parent.mkdir(parents=True, exist_ok=True)
-        Path(output[0]).write_text(params.ref)
+    conda:
+        ENV
+    shell:
+        "printf '%s\\n' {params.ref:q} > {output} && cp {output} {log}"
 
 
 rule chat_eval_sets:
@@ -241,7 +148,7 @@ rule chat_policy_eval:
     params:
         settings=lambda wc: fingerprint([_chat(wc)["chat_eval"], _chat(wc)["eval"]["temperature"]]),
         cmd=lambda wc: chat_stage("chat-eval", wc),
-        name=lambda wc: wc.chat_policy.replace("/", "_"),
+        name=chat_policy_name,
         policy=chat_policy_ref,
     threads: 1
     resources:
@@ -276,13 +183,6 @@ rule chat_leaderboard:
     shell:
         "{params.cmd} --threads {threads} --data $(dirname {input.data}) --policy {params.policy}"
         " --out $(dirname {output}) > {log} 2>&1"
-
-
-def chat_report_inputs(table):
-    cfg = CHAT_CFG[table]
-    root = f"{REPORT_ROOT}/{cfg['name']}"
-    return [f"{root}/{policy}/{name}" for policy in chat_policies(cfg)
-            for name in ("chat/alpaca_eval.json", "chat/mt_bench.json", "chat/arena_hard.json", "leaderboard.json")]
 
 
 rule chat_table2:
