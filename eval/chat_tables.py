@@ -4,7 +4,8 @@ categories (Figure 7 for Table 2).
 
 One row per policy of :func:`policies`: "Base" (the starting policy), each algorithm ("REBEL"; with
 ``policy.snapshot_every``, one row per snapshot: "REBEL (iter t)", the paper's Table 3 rows), each external
-policy (its label). Cells are the mean and std (ddof 1) over seeds of the numbers the chat-evaluation and
+policy (its label), then the paper's rows that have no counterpart (Table 2's APA in the embedded world), with
+the paper's numbers only. Cells are the mean and std (ddof 1) over seeds of the numbers the chat-evaluation and
 leaderboard stages wrote (:func:`eval.table2.policy_record`), with Arena-Hard's score: the Bradley–Terry win
 rate against the baseline (:func:`eval.arena_hard.bradley_terry`, fitted on each seed's games) and its 95%
 bootstrap CI over the seeds' pooled games. The paper's numbers stand beside (``paper_setting``).
@@ -87,11 +88,14 @@ def chat_table(cfg: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.Dat
     table["arena_hard_ci_high"] = table.algorithm.map(lambda a: pooled[a]["ci_high"])
     for count in COUNTS:
         table[count] = table.algorithm.map(grouped[count].sum())
-    table = table.merge(paper_rows(cfg["paper_setting"]), on="algorithm", how="left")
-    categories = pd.DataFrame({"algorithm": table.algorithm})
+    # The paper's rows with no counterpart here (Table 2's APA in the embedded world) follow, paper numbers only.
+    paper = paper_rows(cfg["paper_setting"])
+    table = pd.concat([table.merge(paper, on="algorithm", how="left"), paper[~paper.algorithm.isin(table.algorithm)]])
+    table = table.reset_index(drop=True)
+    categories = pd.DataFrame({"algorithm": table.algorithm[table.n_seeds.notna()]})
     for c in MT_BENCH_CATEGORIES:
         categories[c] = categories.algorithm.map(grouped[f"mt_bench_{c}"].mean())
-    categories["overall"] = table["mt_bench"]
+    categories["overall"] = categories.algorithm.map(grouped["mt_bench"].mean())
     return table, categories
 
 
@@ -121,10 +125,16 @@ def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
             + " | ".join(
                 [
                     row.algorithm,
-                    str(row.n_seeds),
+                    "paper only" if pd.isna(row.n_seeds) else str(int(row.n_seeds)),
                     *(cell(row, m) for m in METRICS),
-                    f"{int(row.alpaca_parse_failures)} / {int(row.mt_bench_parse_failures)}",
-                    str(int(row.judge_requests)),
+                    *(
+                        ["", ""]
+                        if pd.isna(row.n_seeds)
+                        else [
+                            f"{int(row.alpaca_parse_failures)} / {int(row.mt_bench_parse_failures)}",
+                            str(int(row.judge_requests)),
+                        ]
+                    ),
                     *("" if pd.isna(row[f"paper_{m}"]) else f"{row[f'paper_{m}']:g}" for m in paper),
                 ]
             )

@@ -247,3 +247,20 @@ def test_rebel_learns_the_embedded_chat_task_with_only_its_top_layers(tmp_path):
         if k.startswith(("model.embed_tokens", "model.layers.0.", "model.layers.1."))
     )
     assert not torch.equal(trained["model.layers.3.mlp.up_proj.weight"], start["model.layers.3.mlp.up_proj.weight"])
+
+
+def test_table3_rows_are_base_dpo_and_each_rebel_iteration_of_every_seed():
+    from eval.chat_tables import policies
+
+    large = load_config(CONFIG_DIR / "chat" / "embedded-large-batch.yaml")
+    rows = dict(policies(large))
+    assert list(rows) == ["Base", "DPO", "REBEL (iter 1)", "REBEL (iter 2)", "REBEL (iter 3)"]
+    assert rows["DPO"] == ["dpo/seed1", "dpo/seed2", "dpo/seed3"]  # offline: no iterations of its own to snapshot
+    assert rows["REBEL (iter 2)"] == [f"rebel_large_batch/seed{s}/iter2" for s in (1, 2, 3)]
+    small = load_config(CONFIG_DIR / "chat" / "embedded.yaml")
+    small["chat_eval"]["external_policies"] = {"APA": {"id": "berkeley-nest/Starling-LM-7B-alpha", "revision": "main"}}
+    assert policies(small) == [
+        ("Base", ["sft"]),
+        ("REBEL", ["rebel/seed1", "rebel/seed2", "rebel/seed3"]),
+        ("APA", ["external/APA"]),
+    ]
