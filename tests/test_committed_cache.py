@@ -53,3 +53,13 @@ def test_committed_cache_renders_every_table_and_figure_without_training(rendere
     assert len(rebel) == table.loc["REBEL", "n_seeds"]
     assert table.loc["REBEL", "winrate_mean"] == pytest.approx(sum(e["winrate"] for e in rebel) / len(rebel), abs=1e-3)
     assert not (rendered_cache / "results" / "embedded" / "rebel").exists()
+    # The chat tables too: Table 3's DPO row is the mean of the cached evaluations of its seeds.
+    table3 = pd.read_csv(rendered_cache / "tables" / "table3.csv").set_index("algorithm")
+    dpo = [
+        pd.read_json(path, typ="series")
+        for path in sorted((rendered_cache / "cache/chat-embedded-large-batch/dpo").glob("seed*/chat/alpaca_eval.json"))
+    ]
+    assert len(dpo) == table3.loc["DPO", "n_seeds"] == 3
+    assert table3.loc["DPO", "alpacaeval2_winrate"] == pytest.approx(sum(e["winrate"] for e in dpo) / 3, abs=1e-6)
+    assert {"REBEL (iter 1)", "REBEL (iter 3)", "Base"} <= set(table3.index)
+    assert "| APA | paper only |" in (rendered_cache / "tables" / "table2.md").read_text()  # a paper-only row
