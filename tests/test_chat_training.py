@@ -225,7 +225,11 @@ def test_rebel_learns_the_embedded_chat_task_with_only_its_top_layers(tmp_path):
     config = tmp_path / "chat.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"extends": str(CONFIG_DIR / "chat" / "embedded.yaml"), "policy": {"iterations": 8, "checkpoint_every": 8}}
+            {
+                "extends": str(CONFIG_DIR / "chat" / "embedded.yaml"),
+                "policy": {"iterations": 8, "checkpoint_every": 8},
+                "runtime": {"cpu_kernels": "native"},  # in-process: torch is already imported (rebel/kernels.py)
+            }
         )
     )
     common = ["--config", str(config)]
