@@ -223,8 +223,8 @@ def test_table2_reads_every_number_from_the_files_and_shows_paper_numbers(tmp_pa
 
 @pytest.mark.slow
 def test_chat_path_offline_end_to_end(smoke_run):
-    """Both evaluators on the smoke checkpoints through the real loopback server, Table 2 and Figure 7;
-    a rerun makes zero calls."""
+    """Both evaluators on the smoke checkpoints through the real loopback server, the TL;DR policies' chat table and
+    its radar chart; a rerun makes zero calls."""
     from rebel.cli import main
 
     run = smoke_run / "results" / "smoke"
@@ -280,7 +280,7 @@ def test_chat_path_offline_end_to_end(smoke_run):
     assert (
         main(
             [
-                "table2",
+                "tldr-chat",
                 "--config",
                 str(smoke_cfg),
                 "--results",
