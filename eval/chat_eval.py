@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ def evaluate_chat(
     tokenizer = M.load_tokenizer({"path": str(data_dir / "tokenizer")})
     policy = M.load_policy(M.read_model_ref(policy_ref), cfg["model"]["dtype"])
     policy = policy.to(M.resolve_device(cfg["runtime"]["device"])).eval()
-    answer = _chat_answerer(cfg, policy, tokenizer, seed) if is_chat else None
+    answer = ChatAnswerer(cfg, policy, tokenizer, seed) if is_chat else None
     if is_chat:
         outputs = answer([[_user(i["instruction"])] for i in instructions], chat["alpaca"]["max_new_tokens"])
         answers = _mt_bench_chat_answers(cfg, answer, questions)
@@ -202,69 +203,75 @@ def _user(content: str) -> dict[str, str]:
     return {"role": "user", "content": content}
 
 
-def _chat_answerer(cfg: dict[str, Any], policy, tokenizer, seed: int):
-    """``answer(conversations, max_new_tokens, temperature=None)``: the policy's next assistant turn of each
-    conversation, rendered by its tokenizer's chat template."""
+@dataclass(frozen=True)
+class ChatAnswerer:
+    """A chat policy's answers, sampled as in the Table 1 evaluation (:func:`eval.chat_data.chat_answers`)."""
 
-    def answer(conversations: list[list[dict[str, str]]], max_new_tokens: int, temperature: float | None = None):
-        prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    cfg: dict[str, Any]
+    policy: Any
+    tokenizer: Any
+    seed: int
+
+    def prompts(self, prompts: list[str], max_new_tokens: int, temperature: float | None = None) -> list[str]:
+        """The answers to already rendered prompts (FastChat's conversation templates)."""
         return chat_data.chat_answers(
-            cfg, policy, tokenizer, prompts, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature
+            self.cfg,
+            self.policy,
+            self.tokenizer,
+            prompts,
+            seed=self.seed,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
         )
 
-    answer.policy, answer.tokenizer, answer.seed = policy, tokenizer, seed
-    return answer
+    def __call__(
+        self, conversations: list[list[dict[str, str]]], max_new_tokens: int, temperature: float | None = None
+    ) -> list[str]:
+        """The next assistant turn of each conversation, rendered by the tokenizer's chat template."""
+        render = self.tokenizer.apply_chat_template
+        prompts = [render(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        return self.prompts(prompts, max_new_tokens, temperature)
 
 
-def _mt_bench_chat_answers(cfg: dict[str, Any], answer, questions: list[dict[str, Any]]) -> list[list[str]]:
+def _mt_bench_chat_answers(
+    cfg: dict[str, Any], answer: ChatAnswerer, questions: list[dict[str, Any]]
+) -> list[list[str]]:
     """Both turns of every MT-Bench question, the second with the first and its answer in the conversation
     (FastChat's ``gen_model_answer.py``): through FastChat's conversation template when
-    ``chat_eval.mt_bench.conv_template`` names one, at FastChat's per-category temperatures for its questions."""
+    ``chat_eval.mt_bench.conv_template`` names one, at FastChat's per-category temperatures for its questions
+    (their 0, greedy, is the evaluation's near-greedy ``eval.temperature``: the sampler needs one above 0)."""
     from eval.mt_bench import answer_temperature, fastchat_prompt
 
     spec = cfg["chat_eval"]["mt_bench"]
-    fastchat = spec["source"] == "fastchat"
-    first: list[str] = []
-    second: list[str] = []
-    for turn, out in ((0, first), (1, second)):
-        by_temperature: dict[float | None, list[int]] = {}
-        for i, q in enumerate(questions):
-            by_temperature.setdefault(answer_temperature(q["category"]) if fastchat else None, []).append(i)
+    by_temperature: dict[float | None, list[int]] = {}
+    for i, q in enumerate(questions):
+        temperature = answer_temperature(q["category"]) if spec["source"] == "fastchat" else None
+        by_temperature.setdefault(temperature or None, []).append(i)
+    turns: list[list[str]] = [[], []]
+    for turn in (0, 1):
         texts: dict[int, str] = {}
         for temperature, index in by_temperature.items():
-            if temperature == 0.0:
-                temperature = cfg["eval"][
-                    "temperature"
-                ]  # greedy in FastChat; our sampler's near-greedy eval temperature
             if spec.get("conv_template"):
                 prompts = [
-                    fastchat_prompt(
-                        spec["conv_template"], questions[i]["turns"][: turn + 1], first[i : i + 1] if turn else []
-                    )
+                    fastchat_prompt(spec["conv_template"], questions[i]["turns"][: turn + 1], turns[0][i : i + turn])
                     for i in index
                 ]
-                replies = chat_data.chat_answers(
-                    cfg,
-                    answer.policy,
-                    answer.tokenizer,
-                    prompts,
-                    seed=answer.seed,
-                    max_new_tokens=spec["max_new_tokens"],
-                    temperature=temperature,
-                )
+                replies = answer.prompts(prompts, spec["max_new_tokens"], temperature)
             else:
-                conversations = []
-                for i in index:
-                    turns = questions[i]["turns"]
-                    history = [_user(turns[0]), {"role": "assistant", "content": first[i]}] if turn else []
-                    conversations.append([*history, _user(turns[turn])])
+                history = [
+                    [_user(questions[i]["turns"][0]), {"role": "assistant", "content": turns[0][i]}] if turn else []
+                    for i in index
+                ]
+                conversations = [[*h, _user(questions[i]["turns"][turn])] for h, i in zip(history, index)]
                 replies = answer(conversations, spec["max_new_tokens"], temperature)
             texts.update(zip(index, replies))
-        out.extend(texts[i] for i in range(len(questions)))
-    return [[a, b] for a, b in zip(first, second)]
+        turns[turn] = [texts[i] for i in range(len(questions))]
+    return [list(pair) for pair in zip(*turns)]
 
 
-def _arena_hard(cfg: dict[str, Any], answer, sets_dir: Path, cache: Path, out: Path, name: str) -> dict[str, Any]:
+def _arena_hard(
+    cfg: dict[str, Any], answer: ChatAnswerer, sets_dir: Path, cache: Path, out: Path, name: str
+) -> dict[str, Any]:
     """Arena-Hard of one chat policy: its answers to the set's questions, judged in both orders against the
     baseline's (:func:`eval.arena_hard.run_arena_hard`)."""
     from eval import arena_hard as AH

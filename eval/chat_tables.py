@@ -17,13 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from eval.arena_hard import bradley_terry
 from eval.chat_data import MT_BENCH_CATEGORIES
-from eval.mt_bench import radar_chart
-from eval.table2 import COUNTS, LEADERBOARD, paper_rows, policy_record
+from eval.table2 import COUNTS, LEADERBOARD, category_lines, cell, paper_rows, policy_record, write_outputs
 from eval.tables import display_name
 from rebel.config import policy_settings
 
@@ -102,9 +100,8 @@ def chat_table(cfg: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.Dat
 def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
     """Both tables as markdown: ``mean (std)`` cells, Arena-Hard with its CI, the paper's numbers beside."""
 
-    def cell(row: pd.Series, metric: str) -> str:
-        mean, std = row[metric], row.get(f"{metric}_std", np.nan)
-        text = "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
+    def with_ci(row: pd.Series, metric: str) -> str:
+        text = cell(row, metric)
         if metric == "arena_hard" and text:
             text += f" [{row.arena_hard_ci_low:.1f}, {row.arena_hard_ci_high:.1f}]"
         return text
@@ -126,7 +123,7 @@ def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
                 [
                     row.algorithm,
                     "paper only" if pd.isna(row.n_seeds) else str(int(row.n_seeds)),
-                    *(cell(row, m) for m in METRICS),
+                    *(with_ci(row, m) for m in METRICS),
                     *(
                         ["", ""]
                         if pd.isna(row.n_seeds)
@@ -140,28 +137,13 @@ def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
             )
             + " |"
         )
-    lines += [
-        "",
-        "MT-Bench per category (mean over seeds of both turns' ratings):",
-        "",
-        "| policy | " + " | ".join(MT_BENCH_CATEGORIES) + " | overall |",
-        "|" + "---|" * 10,
-    ]
-    for _, row in categories.iterrows():
-        lines.append(
-            f"| {row.algorithm} | " + " | ".join(f"{row[c]:.2f}" for c in (*MT_BENCH_CATEGORIES, "overall")) + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *category_lines(categories)]) + "\n"
 
 
 def write_chat_table(cfg: dict[str, Any], results: Path, csv: Path, md: Path, mt_bench_csv: Path, png: Path) -> None:
     """The table (``csv``, ``md``), MT-Bench per category (``mt_bench_csv``) and its radar chart (``png`` and the
     same name ``.pdf``: Figure 7 for Table 2)."""
     table, categories = chat_table(cfg, results)
-    for path in (csv, md, mt_bench_csv, png):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv, index=False)
-    categories.to_csv(mt_bench_csv, index=False)
-    md.write_text(markdown(table, categories))
-    scores = {row.algorithm: {c: row[c] for c in MT_BENCH_CATEGORIES} for _, row in categories.iterrows()}
-    radar_chart(scores, png, png.with_suffix(".pdf"), title=f"MT-Bench ({cfg['name']})")
+    write_outputs(
+        table, categories, markdown(table, categories), f"MT-Bench ({cfg['name']})", csv, md, mt_bench_csv, png
+    )

@@ -109,13 +109,51 @@ def table2(cfg: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.DataFra
     return table, categories
 
 
+def cell(row: pd.Series, metric: str) -> str:
+    """A ``mean (std)`` cell of ``metric`` (empty without a mean; the mean alone without a std)."""
+    mean, std = row[metric], row.get(f"{metric}_std", np.nan)
+    return "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
+
+
+def category_lines(categories: pd.DataFrame) -> list[str]:
+    """The MT-Bench-per-category table as markdown lines, after a blank line and its caption."""
+    lines = [
+        "",
+        "MT-Bench per category (mean over seeds of both turns' ratings):",
+        "",
+        "| policy | " + " | ".join(MT_BENCH_CATEGORIES) + " | overall |",
+        "|" + "---|" * 10,
+    ]
+    for _, row in categories.iterrows():
+        lines.append(
+            f"| {row.algorithm} | " + " | ".join(f"{row[c]:.2f}" for c in (*MT_BENCH_CATEGORIES, "overall")) + " |"
+        )
+    return lines
+
+
+def write_outputs(
+    table: pd.DataFrame,
+    categories: pd.DataFrame,
+    text: str,
+    title: str,
+    csv: Path,
+    md: Path,
+    mt_bench_csv: Path,
+    png: Path,
+) -> None:
+    """A chat table (``csv``, its markdown ``text`` to ``md``), MT-Bench per category (``mt_bench_csv``) and their
+    radar chart (``png`` and the same name ``.pdf``)."""
+    for path in (csv, md, mt_bench_csv, png):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False)
+    categories.to_csv(mt_bench_csv, index=False)
+    md.write_text(text)
+    scores = {row.algorithm: {c: row[c] for c in MT_BENCH_CATEGORIES} for _, row in categories.iterrows()}
+    radar_chart(scores, png, png.with_suffix(".pdf"), title=title)
+
+
 def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
     """Both tables as markdown: ``mean (std)`` cells, paper numbers beside when present."""
-
-    def cell(row: pd.Series, metric: str) -> str:
-        mean, std = row[metric], row.get(f"{metric}_std", np.nan)
-        return "" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ({std:.2f})")
-
     paper = [m for m in METRICS if f"paper_{m}" in table]
     head = [
         "model",
@@ -149,27 +187,12 @@ def markdown(table: pd.DataFrame, categories: pd.DataFrame) -> str:
             )
             + " |"
         )
-    lines += [
-        "",
-        "MT-Bench per category (mean over seeds of both turns' ratings):",
-        "",
-        "| policy | " + " | ".join(MT_BENCH_CATEGORIES) + " | overall |",
-        "|" + "---|" * 10,
-    ]
-    for _, row in categories.iterrows():
-        lines.append(
-            f"| {row.algorithm} | " + " | ".join(f"{row[c]:.2f}" for c in (*MT_BENCH_CATEGORIES, "overall")) + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *category_lines(categories)]) + "\n"
 
 
 def write_table2(cfg: dict[str, Any], results: Path, csv: Path, md: Path, mt_bench_csv: Path, png: Path) -> None:
-    """``tables/table2.{csv,md}``, ``tables/mt_bench.csv`` and Figure 7 (``png`` and the same name ``.pdf``)."""
+    """The TL;DR policies' chat table (``csv``, ``md``), MT-Bench per category and its radar chart."""
     table, categories = table2(cfg, results)
-    for path in (csv, md, mt_bench_csv):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv, index=False)
-    categories.to_csv(mt_bench_csv, index=False)
-    md.write_text(markdown(table, categories))
-    scores = {row.algorithm: {c: row[c] for c in MT_BENCH_CATEGORIES} for _, row in categories.iterrows()}
-    radar_chart(scores, png, png.with_suffix(".pdf"), title=f"MT-Bench ({cfg['name']})")
+    write_outputs(
+        table, categories, markdown(table, categories), f"MT-Bench ({cfg['name']})", csv, md, mt_bench_csv, png
+    )
